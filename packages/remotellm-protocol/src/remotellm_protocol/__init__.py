@@ -1,0 +1,89 @@
+"""remotellm-protocol: the sans-I/O relay protocol between remotellm connectors and brokers.
+
+Frames (``frames``), their msgpack codec (``encode``/``decode``), wire codes (``codes``), the
+exception tree (``errors``), per-stream and per-connection state machines (``streams``,
+``session``) and version negotiation (``versions``). See docs/protocol.md for the spec.
+"""
+
+from remotellm_protocol.__about__ import __version__
+from remotellm_protocol.codec import decode, encode
+from remotellm_protocol.codes import CancelReason, CloseCode, ErrorCode
+from remotellm_protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from remotellm_protocol.frames import (
+    FRAME_TYPES,
+    Body,
+    Cancel,
+    Credit,
+    Data,
+    End,
+    Frame,
+    GoAway,
+    Head,
+    Hello,
+    ModelInfo,
+    Models,
+    Open,
+    Principal,
+    StreamError,
+    Usage,
+    Welcome,
+)
+from remotellm_protocol.limits import (
+    BODY_CHUNK_BYTES,
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_STREAM_WINDOW,
+    MAX_REQUEST_BODY_BYTES,
+)
+from remotellm_protocol.session import BrokerSession, ConnectorSession, SessionState
+from remotellm_protocol.streams import StreamState
+from remotellm_protocol.versions import (
+    SUBPROTOCOLS,
+    SUPPORTED_VERSIONS,
+    choose_subprotocol,
+    parse_subprotocol,
+    subprotocol,
+)
+
+__all__ = [
+    "BODY_CHUNK_BYTES",
+    "DEFAULT_HEARTBEAT_S",
+    "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_STREAM_WINDOW",
+    "FRAME_TYPES",
+    "MAX_REQUEST_BODY_BYTES",
+    "SUBPROTOCOLS",
+    "SUPPORTED_VERSIONS",
+    "Body",
+    "BrokerSession",
+    "Cancel",
+    "CancelReason",
+    "CloseCode",
+    "ConnectorSession",
+    "Credit",
+    "Data",
+    "End",
+    "ErrorCode",
+    "Frame",
+    "GoAway",
+    "Head",
+    "Hello",
+    "LocalProtocolError",
+    "ModelInfo",
+    "Models",
+    "Open",
+    "Principal",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "SessionState",
+    "StreamError",
+    "StreamState",
+    "Usage",
+    "Welcome",
+    "__version__",
+    "choose_subprotocol",
+    "decode",
+    "encode",
+    "parse_subprotocol",
+    "subprotocol",
+]

@@ -1,0 +1,177 @@
+"""The frames of wire version 1: one tagged union of frozen msgspec Structs.
+
+Every WebSocket message carries exactly one frame, a msgpack map whose ``"t"`` key is the tag.
+Tags and field names are the wire format and never change. Schema evolution follows msgspec's
+rules: a new field always gets a default, no field is ever retyped or removed, and unknown
+fields are ignored by older decoders.
+
+Direction: C = connector, B = broker.
+"""
+
+from typing import Final
+
+import msgspec
+
+__all__ = [
+    "Body",
+    "Cancel",
+    "Credit",
+    "Data",
+    "End",
+    "Frame",
+    "GoAway",
+    "Head",
+    "Hello",
+    "ModelInfo",
+    "Models",
+    "Open",
+    "Principal",
+    "StreamError",
+    "Usage",
+    "Welcome",
+]
+
+Headers = list[tuple[str, str]]
+
+
+class _Value(msgspec.Struct, frozen=True, kw_only=True):
+    """Plain frozen value embedded in a frame."""
+
+
+class ModelInfo(_Value):
+    """A model a connector serves, with what the LLM server tells about it."""
+
+    id: str
+    owned_by: str | None = None
+    context_length: int | None = None
+
+
+class Principal(_Value):
+    """Who sent a request: the broker's user id and key id. Never the key itself."""
+
+    user_id: str
+    key_id: str
+    name: str | None = None
+
+
+class Usage(_Value):
+    """Token counts of a completed request, as the upstream reported them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class StreamError(_Value):
+    """Why a stream failed: a wire ``ErrorCode`` value and a human-readable message.
+
+    ``code`` is an ``int`` rather than the enum so a newer peer's codes still decode; read it
+    with ``ErrorCode.parse(error.code)``.
+    """
+
+    code: int
+    message: str = ""
+    #: Seconds the client should wait before retrying (``RATE_LIMITED``, ``OVERLOADED``).
+    retry_after: float | None = None
+
+
+class _Frame(msgspec.Struct, frozen=True, kw_only=True, tag_field="t"):
+    """Base of every frame; subclasses set an explicit, stable tag."""
+
+
+class Hello(_Frame, tag="hello"):
+    """C→B, first frame: who the connector is and what it serves."""
+
+    name: str
+    version: str
+    models: list[ModelInfo] = msgspec.field(default_factory=list)
+    max_streams: int = 16
+    resume_token: str | None = None
+
+
+class Welcome(_Frame, tag="welcome"):
+    """B→C, first frame: the session and the limits in force."""
+
+    session_id: str
+    max_frame_bytes: int
+    initial_window: int
+    heartbeat_s: float
+
+
+class Models(_Frame, tag="models"):
+    """C→B: the full current model list (sent again whenever it changes)."""
+
+    models: list[ModelInfo]
+
+
+class Open(_Frame, tag="open"):
+    """B→C: a new request. ``body`` holds the first piece; ``more_body`` says ``body`` frames
+    follow with the rest."""
+
+    stream: int
+    correlation_id: str
+    method: str
+    path: str
+    principal: Principal
+    headers: Headers = msgspec.field(default_factory=list)
+    #: Milliseconds the connector has to finish the request, counted from receipt.
+    deadline_ms: int | None = None
+    body: bytes = b""
+    more_body: bool = False
+
+
+class Body(_Frame, tag="body"):
+    """B→C: the next piece of a request body; ``last`` marks the final piece."""
+
+    stream: int
+    chunk: bytes
+    last: bool = False
+
+
+class Head(_Frame, tag="head"):
+    """C→B: the upstream's HTTP status and response headers."""
+
+    stream: int
+    status: int
+    headers: Headers = msgspec.field(default_factory=list)
+
+
+class Data(_Frame, tag="data"):
+    """C→B: the next bytes of the upstream response body, passed through unchanged."""
+
+    stream: int
+    chunk: bytes
+
+
+class End(_Frame, tag="end"):
+    """C→B: the stream is finished, successfully (``error`` is None) or not."""
+
+    stream: int
+    usage: Usage | None = None
+    error: StreamError | None = None
+
+
+class Credit(_Frame, tag="credit"):
+    """B→C: cumulative response bytes the broker has delivered to the client on a stream."""
+
+    stream: int
+    delivered: int
+
+
+class Cancel(_Frame, tag="cancel"):
+    """B→C: stop this stream (a ``CancelReason`` value); the connector answers with ``end``."""
+
+    stream: int
+    reason: int
+
+
+class GoAway(_Frame, tag="goaway"):
+    """Either way: the sender takes no new streams; in-flight streams finish."""
+
+    reason: str = ""
+
+
+Frame = Hello | Welcome | Models | Open | Body | Head | Data | End | Credit | Cancel | GoAway
+
+#: Every frame type, in tag order of the specification.
+FRAME_TYPES: Final = (Hello, Welcome, Models, Open, Body, Head, Data, End, Credit, Cancel, GoAway)

@@ -1,0 +1,30 @@
+"""Default limits of wire version 1. The broker announces the ones in force in ``welcome``."""
+
+__all__ = [
+    "BODY_CHUNK_BYTES",
+    "DEFAULT_HEARTBEAT_S",
+    "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_STREAM_WINDOW",
+    "HELLO_MAX_FRAME_BYTES",
+    "MAX_REQUEST_BODY_BYTES",
+]
+
+#: Largest encoded frame either side accepts unless ``welcome`` says otherwise. Large request
+#: bodies are split into ``body`` frames and large responses into ``data`` frames, so one frame
+#: never holds the socket for long and other streams interleave.
+DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
+
+#: Largest frame accepted before the handshake (``hello`` with a long model list).
+HELLO_MAX_FRAME_BYTES = DEFAULT_MAX_FRAME_BYTES
+
+#: How many unacknowledged response bytes a connector may have in flight per stream.
+DEFAULT_STREAM_WINDOW = 256 * 1024
+
+#: Size of the request-body pieces a broker sends (one in ``open``, the rest in ``body``).
+BODY_CHUNK_BYTES = 256 * 1024
+
+#: Default cap on one request body (the broker's 413 limit).
+MAX_REQUEST_BODY_BYTES = 16 * 1024 * 1024
+
+#: WebSocket ping period the broker suggests in ``welcome``.
+DEFAULT_HEARTBEAT_S = 5.0

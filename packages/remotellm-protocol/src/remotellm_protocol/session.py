@@ -1,0 +1,352 @@
+"""The per-connection state machines: ``ConnectorSession`` and ``BrokerSession``.
+
+Sans-I/O: a session never touches a socket. The I/O layer hands it every binary WebSocket
+message it receives and sends every message it returns::
+
+    frame = session.receive(message)     # validated frame, or RemoteProtocolError
+    message = session.send(frame)        # encoded frame, or LocalProtocolError
+    lost = session.connection_lost()     # ids of the streams that died with the socket
+
+There is no byte buffer to feed: WebSocket already delimits messages, and each carries exactly
+one frame. ``receive`` returns the frame itself as the event (frames are frozen values).
+
+Frames the broker sends for a stream the connector has just ended (``body``, ``credit``,
+``cancel`` crossing the ``end`` on the wire) are legal and reach the connector as-is; the
+connector has no task for them and drops them. Every other frame for an unknown or finished
+stream is a protocol error.
+"""
+
+from enum import Enum, auto
+
+from remotellm_protocol.codec import decode, encode
+from remotellm_protocol.codes import CloseCode
+from remotellm_protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from remotellm_protocol.frames import (
+    Body,
+    Cancel,
+    Credit,
+    Data,
+    End,
+    Frame,
+    GoAway,
+    Head,
+    Hello,
+    Models,
+    Open,
+    Welcome,
+)
+from remotellm_protocol.limits import (
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_STREAM_WINDOW,
+    HELLO_MAX_FRAME_BYTES,
+)
+from remotellm_protocol.streams import Stream, StreamEvent, StreamState
+
+__all__ = ["BrokerSession", "ConnectorSession", "SessionState"]
+
+#: Bytes of msgpack around the chunk of a ``data`` frame with a large stream id (measured
+#: upper bound: map header, tag, two keys, int, bin32 header).
+DATA_FRAME_OVERHEAD = 40
+
+
+class SessionState(Enum):
+    HANDSHAKE = auto()
+    OPEN = auto()
+    CLOSED = auto()
+
+
+_ErrorType = type[ProtocolError]
+
+
+class _Session:
+    """What both roles share: the stream table, goaway flags, limits and the close."""
+
+    def __init__(self) -> None:
+        self.state = SessionState.HANDSHAKE
+        self.streams: dict[int, Stream] = {}
+        self.last_stream_id = 0
+        self.max_frame_bytes = DEFAULT_MAX_FRAME_BYTES
+        self.window = DEFAULT_STREAM_WINDOW
+        self.max_streams = 0
+        #: This side sent ``goaway``.
+        self.local_goaway = False
+        #: The peer sent ``goaway``.
+        self.remote_goaway = False
+
+    # -- helpers shared by both directions -------------------------------------------------
+
+    def _require_open(self, error: _ErrorType, frame: Frame) -> None:
+        if self.state is not SessionState.OPEN:
+            raise error(f"{_tag(frame)} not allowed in session state {self.state.name}")
+
+    def _stream(self, error: _ErrorType, stream_id: int, frame: Frame) -> Stream:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            what = "finished" if 0 < stream_id <= self.last_stream_id else "unknown"
+            raise error(f"{_tag(frame)} for {what} stream {stream_id}")
+        return stream
+
+    def _apply(self, error: _ErrorType, stream: Stream, event: StreamEvent) -> None:
+        problem = stream.transition(event)
+        if problem is not None:
+            raise error(problem)
+        if stream.state is StreamState.CLOSED:
+            del self.streams[stream.id]
+
+    def _open(self, error: _ErrorType, frame: Open) -> None:
+        if frame.stream <= self.last_stream_id:
+            raise error(f"open reuses stream id {frame.stream}")
+        if len(self.streams) >= self.max_streams:
+            raise error(f"open exceeds the connector's limit of {self.max_streams} streams")
+        self.last_stream_id = frame.stream
+        self.streams[frame.stream] = Stream(frame.stream, self.window, more_body=frame.more_body)
+
+    def _data(self, error: _ErrorType, frame: Data) -> None:
+        stream = self._stream(error, frame.stream, frame)
+        self._apply(error, stream, StreamEvent.DATA)  # head before data
+        if len(frame.chunk) > stream.available:
+            raise error(
+                f"data of {len(frame.chunk)} bytes on stream {frame.stream} exceeds the "
+                f"{stream.available} bytes of credit left"
+            )
+        stream.sent += len(frame.chunk)
+
+    def _end(self, error: _ErrorType, frame: End) -> None:
+        stream = self._stream(error, frame.stream, frame)
+        event = StreamEvent.END_OK if frame.error is None else StreamEvent.END_ERROR
+        self._apply(error, stream, event)
+
+    def _encode(self, frame: Frame) -> bytes:
+        data = encode(frame)
+        if len(data) > self.max_frame_bytes:
+            raise LocalProtocolError(
+                f"{_tag(frame)} frame of {len(data)} bytes exceeds the limit of "
+                f"{self.max_frame_bytes}",
+                CloseCode.MESSAGE_TOO_BIG,
+            )
+        return data
+
+    def _decode(self, data: bytes) -> Frame:
+        if self.state is SessionState.CLOSED:
+            raise LocalProtocolError("receive after the connection was closed")
+        return decode(data, max_size=self.max_frame_bytes)
+
+    # -- public -----------------------------------------------------------------------------
+
+    @property
+    def max_data_chunk(self) -> int:
+        """The largest ``data`` chunk that fits one frame (a window may allow less)."""
+        return self.max_frame_bytes - DATA_FRAME_OVERHEAD
+
+    def available(self, stream_id: int) -> int:
+        """Response bytes the connector may still send on ``stream_id`` before new credit."""
+        stream = self.streams.get(stream_id)
+        return 0 if stream is None else max(stream.available, 0)
+
+    def connection_lost(self) -> list[int]:
+        """The connection is gone: close the session; return the ids of the streams lost."""
+        lost = sorted(self.streams)
+        self.streams.clear()
+        self.state = SessionState.CLOSED
+        return lost
+
+
+class ConnectorSession(_Session):
+    """The connector's side: sends ``hello``, serves streams the broker opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hello_sent = False
+        self.session_id: str | None = None
+        self.heartbeat_s: float | None = None
+        self.max_frame_bytes = HELLO_MAX_FRAME_BYTES
+
+    def send(self, frame: Frame) -> bytes:
+        """Validate ``frame`` against the state, apply it, and return its encoding."""
+        if self.state is SessionState.CLOSED:
+            raise LocalProtocolError(f"{_tag(frame)} after the connection was closed")
+        match frame:
+            case Hello():
+                if self.hello_sent:
+                    raise LocalProtocolError("hello sent twice")
+                self.hello_sent = True
+                self.max_streams = frame.max_streams
+                if frame.max_streams < 1:
+                    raise LocalProtocolError("hello.max_streams must be at least 1")
+            case Models():
+                if not self.hello_sent:
+                    raise LocalProtocolError("models before hello")
+            case Head():
+                self._require_open(LocalProtocolError, frame)
+                stream = self._stream(LocalProtocolError, frame.stream, frame)
+                self._apply(LocalProtocolError, stream, StreamEvent.HEAD)
+            case Data():
+                self._require_open(LocalProtocolError, frame)
+                self._data(LocalProtocolError, frame)
+            case End():
+                self._require_open(LocalProtocolError, frame)
+                self._end(LocalProtocolError, frame)
+            case GoAway():
+                self._require_open(LocalProtocolError, frame)
+                self.local_goaway = True
+            case _:
+                raise LocalProtocolError(f"a connector never sends {_tag(frame)}")
+        return self._encode(frame)
+
+    def receive(self, data: bytes) -> Frame:
+        """Decode and validate one message from the broker; return the frame."""
+        frame = self._decode(data)
+        if self.state is SessionState.HANDSHAKE:
+            return self._welcome(frame)
+        match frame:
+            case Open():
+                if self.remote_goaway:
+                    raise RemoteProtocolError("open after the broker's goaway")
+                self._open(RemoteProtocolError, frame)
+            case Body():
+                self._tolerant(
+                    frame,
+                    StreamEvent.BODY_LAST if frame.last else StreamEvent.BODY,
+                )
+            case Credit():
+                stream = self._tolerant(frame, StreamEvent.CREDIT)
+                if stream is not None:
+                    if not stream.credited <= frame.delivered <= stream.sent:
+                        raise RemoteProtocolError(
+                            f"credit {frame.delivered} on stream {frame.stream} outside "
+                            f"[{stream.credited}, {stream.sent}]"
+                        )
+                    stream.credited = frame.delivered
+            case Cancel():
+                self._tolerant(frame, StreamEvent.CANCEL)
+            case GoAway():
+                self.remote_goaway = True
+            case _:
+                raise RemoteProtocolError(f"a broker never sends {_tag(frame)} here")
+        return frame
+
+    def _welcome(self, frame: Frame) -> Frame:
+        if not self.hello_sent:
+            raise RemoteProtocolError(f"{_tag(frame)} before hello was sent")
+        if not isinstance(frame, Welcome):
+            raise RemoteProtocolError(f"expected welcome, got {_tag(frame)}")
+        if frame.max_frame_bytes < 1024 or frame.initial_window < 1:
+            raise RemoteProtocolError("welcome announces unusable limits")
+        self.state = SessionState.OPEN
+        self.session_id = frame.session_id
+        self.max_frame_bytes = frame.max_frame_bytes
+        self.window = frame.initial_window
+        self.heartbeat_s = frame.heartbeat_s
+        return frame
+
+    def _tolerant(self, frame: Body | Credit | Cancel, event: StreamEvent) -> Stream | None:
+        """Apply a broker frame that may legally cross this side's ``end`` on the wire."""
+        stream = self.streams.get(frame.stream)
+        if stream is None:
+            if 0 < frame.stream <= self.last_stream_id:
+                return None  # finished here; the broker had not seen our end yet
+            raise RemoteProtocolError(f"{_tag(frame)} for unknown stream {frame.stream}")
+        self._apply(RemoteProtocolError, stream, event)
+        return stream
+
+
+class BrokerSession(_Session):
+    """The broker's side: answers ``hello``, opens streams, grants credit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.max_frame_bytes = HELLO_MAX_FRAME_BYTES
+        self.hello: Hello | None = None
+
+    def next_stream_id(self) -> int:
+        """The id to give the next ``open``."""
+        return self.last_stream_id + 1
+
+    def send(self, frame: Frame) -> bytes:
+        """Validate ``frame`` against the state, apply it, and return its encoding."""
+        if self.state is SessionState.CLOSED:
+            raise LocalProtocolError(f"{_tag(frame)} after the connection was closed")
+        if self.state is SessionState.HANDSHAKE:
+            if self.hello is None or not isinstance(frame, Welcome):
+                raise LocalProtocolError(f"{_tag(frame)} before hello/welcome")
+            data = self._encode(frame)
+            self.state = SessionState.OPEN
+            self.max_frame_bytes = frame.max_frame_bytes
+            self.window = frame.initial_window
+            return data
+        match frame:
+            case Open():
+                if self.local_goaway or self.remote_goaway:
+                    raise LocalProtocolError("open after goaway")
+                data = self._encode(frame)
+                self._open(LocalProtocolError, frame)
+                return data
+            case Body():
+                stream = self._stream(LocalProtocolError, frame.stream, frame)
+                if stream.cancelled:
+                    raise LocalProtocolError(f"body on cancelled stream {frame.stream}")
+                event = StreamEvent.BODY_LAST if frame.last else StreamEvent.BODY
+                self._apply(LocalProtocolError, stream, event)
+            case Credit():
+                stream = self._stream(LocalProtocolError, frame.stream, frame)
+                if not stream.credited <= frame.delivered <= stream.sent:
+                    raise LocalProtocolError(
+                        f"credit {frame.delivered} outside [{stream.credited}, {stream.sent}]"
+                    )
+                self._apply(LocalProtocolError, stream, StreamEvent.CREDIT)
+                stream.credited = frame.delivered
+            case Cancel():
+                stream = self._stream(LocalProtocolError, frame.stream, frame)
+                self._apply(LocalProtocolError, stream, StreamEvent.CANCEL)
+            case GoAway():
+                self.local_goaway = True
+            case _:
+                raise LocalProtocolError(f"a broker never sends {_tag(frame)}")
+        return self._encode(frame)
+
+    def receive(self, data: bytes) -> Frame:
+        """Decode and validate one message from the connector; return the frame."""
+        frame = self._decode(data)
+        if self.state is SessionState.HANDSHAKE:
+            if self.hello is not None or not isinstance(frame, Hello):
+                raise RemoteProtocolError(f"expected hello, got {_tag(frame)}")
+            if frame.max_streams < 1:
+                raise RemoteProtocolError("hello.max_streams must be at least 1")
+            self.hello = frame
+            self.max_streams = frame.max_streams
+            return frame
+        match frame:
+            case Models():
+                pass
+            case Head():
+                stream = self._stream(RemoteProtocolError, frame.stream, frame)
+                self._apply(RemoteProtocolError, stream, StreamEvent.HEAD)
+            case Data():
+                self._data(RemoteProtocolError, frame)
+            case End():
+                self._end(RemoteProtocolError, frame)
+            case GoAway():
+                self.remote_goaway = True
+            case _:
+                raise RemoteProtocolError(f"a connector never sends {_tag(frame)}")
+        return frame
+
+    def acknowledge(self, stream_id: int, nbytes: int) -> bytes | None:
+        """Record ``nbytes`` more delivered to the client; return a ``credit`` message when
+        enough has accumulated to be worth one (a quarter of the window), else None.
+
+        Sending credit in batches halves the frames on the wire without ever stalling the
+        connector: it is only blocked with a full window unacknowledged, which is always
+        more than a quarter.
+        """
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.cancelled:
+            return None
+        stream.delivered = min(stream.delivered + nbytes, stream.sent)
+        if stream.delivered - stream.credited < self.window // 4:
+            return None
+        return self.send(Credit(stream=stream_id, delivered=stream.delivered))
+
+
+def _tag(frame: Frame) -> str:
+    return str(type(frame).__struct_config__.tag)

@@ -1,0 +1,72 @@
+"""Test helpers: a connector session and a broker session joined in memory.
+
+For our tests and for third-party connector authors::
+
+    pair = SessionPair.handshaken(models=[ModelInfo(id="m")])
+    opened = pair.broker_sends(Open(stream=1, ...))      # the Open the connector received
+    pair.connector_sends(Head(stream=1, status=200))
+
+Each ``*_sends`` encodes with the sender's session and feeds the bytes to the receiver's,
+so both state machines check every frame exactly as they would over a WebSocket.
+"""
+
+from collections.abc import Sequence
+
+from remotellm_protocol.frames import Frame, Hello, ModelInfo, Principal, Welcome
+from remotellm_protocol.limits import (
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_STREAM_WINDOW,
+)
+from remotellm_protocol.session import BrokerSession, ConnectorSession
+
+__all__ = ["TEST_PRINCIPAL", "SessionPair"]
+
+#: A principal for tests that need one.
+TEST_PRINCIPAL = Principal(user_id="u-test", key_id="k-test")
+
+
+class SessionPair:
+    """A ``ConnectorSession`` and a ``BrokerSession`` wired back to back."""
+
+    def __init__(self) -> None:
+        self.connector = ConnectorSession()
+        self.broker = BrokerSession()
+        #: Every frame delivered, in order, as ``(sender, frame)``.
+        self.log: list[tuple[str, Frame]] = []
+
+    @classmethod
+    def handshaken(
+        cls,
+        *,
+        models: Sequence[ModelInfo] = (),
+        max_streams: int = 16,
+        window: int = DEFAULT_STREAM_WINDOW,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    ) -> "SessionPair":
+        """A pair that has already exchanged ``hello`` and ``welcome``."""
+        pair = cls()
+        pair.connector_sends(
+            Hello(name="test", version="0", models=list(models), max_streams=max_streams)
+        )
+        pair.broker_sends(
+            Welcome(
+                session_id="s-test",
+                max_frame_bytes=max_frame_bytes,
+                initial_window=window,
+                heartbeat_s=DEFAULT_HEARTBEAT_S,
+            )
+        )
+        return pair
+
+    def connector_sends(self, frame: Frame) -> Frame:
+        """Send ``frame`` from the connector; return it as the broker received it."""
+        received = self.broker.receive(self.connector.send(frame))
+        self.log.append(("connector", received))
+        return received
+
+    def broker_sends(self, frame: Frame) -> Frame:
+        """Send ``frame`` from the broker; return it as the connector received it."""
+        received = self.connector.receive(self.broker.send(frame))
+        self.log.append(("broker", received))
+        return received
