@@ -1,11 +1,223 @@
-"""The ``remotellm-broker`` command line."""
+"""The ``remotellm-broker`` command line: ``serve``, ``users …`` and ``tokens …``.
+
+The ``users``/``tokens`` commands edit users.yaml through the same locked, atomic writes as
+the running broker, so they are safe while it runs; it picks the change up within a second.
+A command that prints a secret prints it as the only line on stdout (``KEY=$(… users add
+bob)`` works); everything else — notices, errors — goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
 
 import click
+import structlog
 
 from remotellm_broker.__about__ import __version__
+from remotellm_broker.serve import serve
+from remotellm_broker.users import UserRecord, UserStore, UserStoreError
+
+__all__ = ["main"]
+
+USERS_FILE_ENV = "REMOTELLM_BROKER_USERS_FILE"
+
+users_file_option = click.option(
+    "--users-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("users.yaml"),
+    show_default="./users.yaml",
+    envvar=USERS_FILE_ENV,
+    show_envvar=True,
+    help="The users file the broker serves from.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="remotellm-broker")
 def main() -> None:
     """Serve the OpenAI API for the LLMs your team's connectors share."""
+
+
+main.add_command(serve)
+
+
+def _open_store(users_file: Path) -> UserStore:
+    # Log lines (a rejected file, …) must never mix with a key printed on stdout.
+    if not structlog.is_configured():
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+    try:
+        return UserStore(users_file)
+    except UserStoreError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _run(action: str, users_file: Path, name: str) -> UserStore:
+    store = _open_store(users_file)
+    try:
+        getattr(store, action)(name)
+    except UserStoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    return store
+
+
+@main.group()
+def users() -> None:
+    """Manage API users and their keys in the users file."""
+
+
+@users.command("add")
+@click.argument("name")
+@users_file_option
+def users_add(name: str, users_file: Path) -> None:
+    """Create user NAME and print their new API key (shown only this once)."""
+    store = _open_store(users_file)
+    try:
+        key = store.add_user(name)
+    except UserStoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(key)
+
+
+@users.command("rotate")
+@click.argument("name")
+@users_file_option
+def users_rotate(name: str, users_file: Path) -> None:
+    """Give NAME a new key and print it; the old key stops working at once."""
+    store = _open_store(users_file)
+    try:
+        key = store.rotate(name)
+    except UserStoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(key)
+
+
+@users.command("block")
+@click.argument("name")
+@users_file_option
+def users_block(name: str, users_file: Path) -> None:
+    """Block NAME (also a GitLab username that has not logged in yet)."""
+    store = _run("block", users_file, name)
+    if not store.find_users(name):
+        click.echo(f"pre-blocked {name}: they are blocked when they first log in", err=True)
+    else:
+        click.echo(f"blocked {name}", err=True)
+
+
+@users.command("unblock")
+@click.argument("name")
+@users_file_option
+def users_unblock(name: str, users_file: Path) -> None:
+    """Unblock NAME."""
+    _run("unblock", users_file, name)
+    click.echo(f"unblocked {name}", err=True)
+
+
+@users.command("delete")
+@click.argument("name")
+@users_file_option
+def users_delete(name: str, users_file: Path) -> None:
+    """Delete NAME; their key stops working at once."""
+    _run("delete", users_file, name)
+    click.echo(f"deleted {name}", err=True)
+
+
+_LIMIT = click.IntRange(min=0)
+
+
+@users.command("limits")
+@click.argument("name")
+@click.option("--rpm", type=_LIMIT, default=None, help="Requests per minute (0 = unlimited).")
+@click.option("--burst", type=_LIMIT, default=None, help="Burst size (0 = unlimited).")
+@click.option(
+    "--max-streams", type=_LIMIT, default=None, help="Concurrent streams (0 = unlimited)."
+)
+@users_file_option
+def users_limits(
+    name: str, rpm: int | None, burst: int | None, max_streams: int | None, users_file: Path
+) -> None:
+    """Set NAME's own limits; an option left out reverts to the broker-wide setting."""
+    store = _open_store(users_file)
+    try:
+        store.set_limits(name, rate_limit_rpm=rpm, rate_limit_burst=burst, max_streams=max_streams)
+    except UserStoreError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _limits(record: UserRecord) -> str:
+    parts = [
+        f"{label}={value}"
+        for label, value in (
+            ("rpm", record.rate_limit_rpm),
+            ("burst", record.rate_limit_burst),
+            ("streams", record.max_streams),
+        )
+        if value is not None
+    ]
+    return ",".join(parts) or "-"
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per user.")
+@users_file_option
+def users_list(as_json: bool, users_file: Path) -> None:
+    """List users: name, id, status, key prefix, last login, limit overrides."""
+    store = _open_store(users_file)
+    records = store.list_users()
+    if as_json:
+        for record in records:
+            click.echo(json.dumps({**record.__dict__, "has_key": record.has_key}))
+        return
+    rows = [("NAME", "ID", "STATUS", "KEY", "LAST LOGIN", "LIMITS")]
+    rows += [
+        (
+            r.name,
+            r.user_id,
+            "blocked" if r.blocked else "active",
+            r.key_prefix or "-",
+            r.last_login or "-",
+            _limits(r),
+        )
+        for r in records
+    ]
+    rows += [(n, "-", "pre-blocked", "-", "-", "-") for n in store.blocked_usernames()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@main.group()
+def tokens() -> None:
+    """Manage the tokens connectors use to attach to this broker."""
+
+
+@tokens.command("create")
+@click.argument("name")
+@users_file_option
+def tokens_create(name: str, users_file: Path) -> None:
+    """Create connector token NAME and print it (shown only this once)."""
+    store = _open_store(users_file)
+    try:
+        token = store.create_connector_token(name)
+    except UserStoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(token)
+
+
+@tokens.command("list")
+@users_file_option
+def tokens_list(users_file: Path) -> None:
+    """List connector tokens (name, prefix, created)."""
+    store = _open_store(users_file)
+    for record in store.list_connector_tokens():
+        click.echo(f"{record.name}  {record.token_prefix}  {record.created}")
+
+
+@tokens.command("revoke")
+@click.argument("name")
+@users_file_option
+def tokens_revoke(name: str, users_file: Path) -> None:
+    """Revoke connector token NAME; connectors using it can no longer attach."""
+    _run("revoke_connector_token", users_file, name)
+    click.echo(f"revoked {name}", err=True)

@@ -1,0 +1,243 @@
+"""Broker settings: one validated ``BrokerSettings`` from flags, environment, file, defaults.
+
+Precedence, highest first: command-line flags (``overrides``), environment variables
+``REMOTELLM_BROKER_<FIELD>``, the YAML config file, the defaults below. Everything is
+validated by msgspec once, at start-up; a bad value raises ``ConfigError`` naming the
+setting, where it came from and the offending value (secrets are never echoed), so the
+broker stops before it listens on anything.
+
+Secrets (``SECRET_FIELDS``) may also come from ``REMOTELLM_BROKER_<FIELD>_FILE`` naming a
+file that holds them (Docker/Kubernetes secrets, systemd credentials) and are refused as
+flags, because flags show up in ``ps``. List settings read from the environment or a file
+are comma-separated (a secrets file may also put one entry per line).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import yaml
+
+from remotellm_broker.keys import parse_env_key
+
+__all__ = [
+    "ENV_PREFIX",
+    "LIST_FIELDS",
+    "PORTAL_FIELDS",
+    "SECRET_FIELDS",
+    "BrokerSettings",
+    "ConfigError",
+    "env_name",
+    "load_settings",
+]
+
+ENV_PREFIX = "REMOTELLM_BROKER_"
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+PosInt = Annotated[int, msgspec.Meta(ge=1)]
+PosFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+Secret = Annotated[str, msgspec.Meta(min_length=32)]
+
+
+class ConfigError(Exception):
+    """A setting is missing, unknown or invalid; the message names it and its source."""
+
+
+class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything the broker process is configured with (see docs/broker-users.md)."""
+
+    host: NonEmpty = "127.0.0.1"
+    port: Port = 8000
+    health_host: NonEmpty = "127.0.0.1"
+    health_port: Port = 8080
+    users_file: NonEmpty = "./users.yaml"
+    public_url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+")] | None = None
+    connector_tokens: list[str] = msgspec.field(default_factory=list)
+    api_keys: list[str] = msgspec.field(default_factory=list)
+    rate_limit_rpm: NonNegInt = 600
+    rate_limit_burst: NonNegInt = 100
+    max_streams_per_key: NonNegInt = 64
+    max_body_bytes: PosInt = 16 * 1024 * 1024
+    queue_timeout_s: PosFloat = 30.0
+    queue_max: NonNegInt = 1024
+    keepalive_interval_s: PosFloat = 15.0
+    stream_window: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024
+    shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    request_timeout_s: PosFloat = 600.0
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    gitlab_url: NonEmpty = "https://gitlab.com"
+    gitlab_client_id: NonEmpty | None = None
+    gitlab_client_secret: NonEmpty | None = None
+    session_secret: Secret | None = None
+
+    @property
+    def portal_enabled(self) -> bool:
+        """True when GitLab login is fully configured (``load_settings`` refuses half)."""
+        return bool(self.gitlab_client_id and self.gitlab_client_secret and self.session_secret)
+
+
+FIELDS: tuple[str, ...] = BrokerSettings.__struct_fields__
+SECRET_FIELDS = frozenset(
+    {"connector_tokens", "api_keys", "gitlab_client_secret", "session_secret"}
+)
+LIST_FIELDS = frozenset({"connector_tokens", "api_keys"})
+# Setting any of these turns the portal on, so all of PORTAL_REQUIRED must be present.
+PORTAL_FIELDS = ("gitlab_url", "gitlab_client_id", "gitlab_client_secret", "session_secret")
+PORTAL_REQUIRED = ("gitlab_client_id", "gitlab_client_secret", "session_secret")
+_LOWERCASE_FIELDS = frozenset({"log_format", "log_level"})
+
+
+def env_name(field: str) -> str:
+    """``port`` → ``REMOTELLM_BROKER_PORT``."""
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings(
+    config_file: Path | None,
+    env: Mapping[str, str],
+    overrides: Mapping[str, object],
+) -> BrokerSettings:
+    """Merge the four layers and validate; raises ``ConfigError``.
+
+    ``overrides`` holds flag values by field name; ``None`` means "flag not given", so a
+    click command can pass its parameters straight through.
+    """
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    if config_file is not None:
+        for field, value in _read_config_file(config_file).items():
+            values[field] = _split_list(value) if field in LIST_FIELDS else value
+            sources[field] = f"{field} in {config_file}"
+    for field in FIELDS:
+        found = _from_env(field, env)
+        if found is not None:
+            values[field], sources[field] = found
+    for field, value in overrides.items():
+        if field not in FIELDS:
+            raise ConfigError(f"unknown setting {field!r}")
+        if value is None:
+            continue
+        if field in SECRET_FIELDS:
+            raise ConfigError(
+                f"{field} is a secret and cannot be given as a command-line flag "
+                f"(flags are visible in ps); use {env_name(field)} or {env_name(field)}_FILE"
+            )
+        values[field] = str(value) if isinstance(value, Path) else value
+        sources[field] = "--" + field.replace("_", "-")
+    for field in _LOWERCASE_FIELDS:
+        if isinstance(values.get(field), str):
+            values[field] = str(values[field]).strip().lower()
+    settings = _validate(values, sources)
+    _check_service_keys(settings, sources)
+    _check_portal(settings, sources)
+    return settings
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{line}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of setting: value")
+    unknown = sorted(str(k) for k in data if k not in FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r} in config file {path}")
+    return {str(k): v for k, v in data.items()}
+
+
+def _from_env(field: str, env: Mapping[str, str]) -> tuple[object, str] | None:
+    name = env_name(field)
+    direct = env.get(name)
+    file_name = name + "_FILE" if field in SECRET_FIELDS else None
+    file_path = env.get(file_name) if file_name else None
+    if direct is not None and file_path is not None:
+        raise ConfigError(f"both {name} and {file_name} are set; use only one")
+    if file_path is not None:
+        try:
+            raw = Path(file_path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read {file_name}={file_path}: {exc.strerror or exc}"
+            ) from None
+        value: object = _split_list(raw) if field in LIST_FIELDS else raw.strip()
+        return value, f"{file_name}={file_path}"
+    if direct is None:
+        return None
+    if field in LIST_FIELDS:
+        return _split_list(direct), name
+    return direct, name
+
+
+def _split_list(value: object) -> object:
+    """Comma- or newline-separated text → list of non-empty stripped items."""
+    if not isinstance(value, str):
+        return value
+    items = value.replace("\n", ",").split(",")
+    return [item.strip() for item in items if item.strip()]
+
+
+def _validate(values: dict[str, object], sources: dict[str, str]) -> BrokerSettings:
+    try:
+        return msgspec.convert(values, BrokerSettings, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        field = _field_from_error(message)
+        if field is None:
+            raise ConfigError(f"invalid configuration: {message}") from None
+        shown = "<secret>" if field in SECRET_FIELDS else repr(values.get(field))
+        reason = message.split(" - at ", 1)[0]
+        raise ConfigError(
+            f"invalid value for {field} from {sources.get(field, 'defaults')}: {shown} ({reason})"
+        ) from None
+
+
+def _field_from_error(message: str) -> str | None:
+    # msgspec reports the path as "... - at `$.field`" or "... - at `$.field[0]`".
+    marker = "at `$."
+    start = message.rfind(marker)
+    if start < 0:
+        return None
+    rest = message[start + len(marker) :]
+    name = rest.split("`", 1)[0].split("[", 1)[0].split(".", 1)[0]
+    return name if name in FIELDS else None
+
+
+def _check_service_keys(settings: BrokerSettings, sources: dict[str, str]) -> None:
+    for field in ("api_keys", "connector_tokens"):
+        for index, entry in enumerate(getattr(settings, field)):
+            try:
+                parse_env_key(entry)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"invalid value for {field} from {sources.get(field, 'defaults')}: "
+                    f"entry {index + 1}: {exc}"
+                ) from None
+
+
+def _check_portal(settings: BrokerSettings, sources: dict[str, str]) -> None:
+    configured = [f for f in PORTAL_FIELDS if f in sources and getattr(settings, f)]
+    if not configured:
+        return
+    missing = [f for f in PORTAL_REQUIRED if not getattr(settings, f)]
+    if missing:
+        raise ConfigError(
+            f"the GitLab login portal is half-configured: {', '.join(configured)} "
+            f"set but {missing[0]} missing (set {env_name(missing[0])}"
+            + ("" if missing[0] not in SECRET_FIELDS else f" or {env_name(missing[0])}_FILE")
+            + "; or unset the others to run without the portal)"
+        )

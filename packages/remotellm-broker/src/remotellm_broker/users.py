@@ -1,0 +1,528 @@
+"""The user store: who may call the API, with which key, under which limits.
+
+``UserStore`` keeps an immutable in-memory snapshot built from users.yaml (see
+``userfile.py``) plus the service accounts configured in the environment. Key checks read
+the snapshot only, so they never touch the disk and never see a half-applied change; the
+broker calls ``reload_if_changed()`` about every 0.5 s and a changed file is re-read and
+swapped in whole. Writes (CLI commands, portal logins) go through ``userfile.locked_update``
+and update the snapshot at once, so a key issued by this process works immediately.
+
+Identities: ``local:<name>`` for users made with the CLI, ``gitlab:<id>`` for portal users
+(the GitLab id is the identity, the username is for display and for the operator's
+commands), ``env:<hash prefix>`` for environment service accounts. Blocking is by
+username: ``block alice`` blocks every record named alice, and when there is none yet the
+name goes to ``blocked_usernames`` so alice is blocked the moment she first logs in.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import structlog
+
+from remotellm_broker.keys import (
+    display_prefix,
+    generate_api_key,
+    generate_connector_token,
+    hash_secret,
+    key_id_for_hash,
+    parse_env_key,
+    secrets_equal,
+)
+from remotellm_broker.userfile import (
+    FileSignature,
+    TokenEntry,
+    UserEntry,
+    UsersFile,
+    UserStoreError,
+    locked_update,
+    read_users_file,
+    signature_of,
+)
+
+__all__ = [
+    "ConnectorTokenRecord",
+    "KeyIdentity",
+    "UserRecord",
+    "UserStore",
+    "UserStoreError",
+    "valid_name",
+]
+
+log = structlog.get_logger(__name__)
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+def valid_name(name: str) -> bool:
+    """Names usable on the command line: GitLab-username-like, no ``:`` (ids have one)."""
+    return _NAME_RE.fullmatch(name) is not None
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class KeyIdentity:
+    """Who a key belongs to, as ``authenticate`` reports it. ``None`` overrides mean "use
+    the broker-wide setting"; a blocked identity must be refused with 403."""
+
+    user_id: str
+    key_id: str
+    name: str
+    blocked: bool
+    rate_limit_rpm: int | None = None
+    rate_limit_burst: int | None = None
+    max_streams: int | None = None
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A user as the CLI and the portal see it (never the key, nor its hash)."""
+
+    user_id: str
+    name: str
+    display_name: str
+    gitlab_id: int | None
+    blocked: bool
+    created: str
+    last_login: str | None
+    key_id: str | None
+    key_prefix: str | None
+    key_created: str | None
+    rate_limit_rpm: int | None
+    rate_limit_burst: int | None
+    max_streams: int | None
+
+    @property
+    def has_key(self) -> bool:
+        return self.key_id is not None
+
+
+@dataclass(frozen=True)
+class ConnectorTokenRecord:
+    name: str
+    token_prefix: str
+    created: str
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """Everything ``authenticate`` needs, built once per file version; never mutated."""
+
+    content: UsersFile
+    by_key_id: dict[str, tuple[str, KeyIdentity]]
+    by_token_hash: dict[str, str]
+    users: dict[str, UserRecord]
+
+
+def _is_blocked(entry: UserEntry, blocked_names: frozenset[str]) -> bool:
+    return entry.blocked or entry.name.casefold() in blocked_names
+
+
+def _record(entry: UserEntry, blocked_names: frozenset[str]) -> UserRecord:
+    return UserRecord(
+        user_id=entry.id,
+        name=entry.name,
+        display_name=entry.display_name,
+        gitlab_id=entry.gitlab_id,
+        blocked=_is_blocked(entry, blocked_names),
+        created=entry.created,
+        last_login=entry.last_login,
+        key_id=key_id_for_hash(entry.key_hash) if entry.key_hash else None,
+        key_prefix=entry.key_prefix,
+        key_created=entry.key_created,
+        rate_limit_rpm=entry.rate_limit_rpm,
+        rate_limit_burst=entry.rate_limit_burst,
+        max_streams=entry.max_streams,
+    )
+
+
+class UserStore:
+    """API keys, users and connector tokens backed by a users.yaml file.
+
+    Thread-safe: reads use an immutable snapshot, writes are serialised by
+    ``userfile.locked_update`` (threads and processes).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        env_api_keys: Sequence[str] = (),
+        env_connector_tokens: Sequence[str] = (),
+    ) -> None:
+        """Load the file (absent = empty). Raises ``UserStoreError`` if it is broken, or if
+        an environment key is malformed: there is no last good state to fall back on."""
+        self.path = Path(path)
+        self._env_keys = [parse_env_key(k) for k in env_api_keys]
+        self._env_tokens = [
+            parse_env_key(t, name_prefix="env-token-") for t in env_connector_tokens
+        ]
+        self._callbacks: list[Callable[[], None]] = []
+        self._state_lock = threading.Lock()
+        content, signature = read_users_file(self.path)
+        self._snapshot = self._build(content)
+        self._signature: FileSignature | None = signature
+        self._bad_signature: FileSignature | None = None
+        self._generation = 0  # bumped by every write of this process
+
+    # -- reading -------------------------------------------------------------------------
+
+    def authenticate(self, key: str) -> KeyIdentity | None:
+        """The identity owning ``key``, or None if no such key.
+
+        The lookup is a dict probe by the first 64 bits of the key's SHA-256 (the key id),
+        then a constant-time ``hmac.compare_digest`` of the full hash. The dict probe is not
+        constant-time, and need not be: its timing can at most reveal something about the
+        *hash* of the attacker's guess, and steering guesses towards a stored hash needs a
+        SHA-256 preimage of a 128-bit random key. No comparison ever touches the key itself.
+        """
+        digest = hash_secret(key)
+        found = self._snapshot.by_key_id.get(key_id_for_hash(digest))
+        if found is None:
+            return None
+        stored_hash, identity = found
+        return identity if secrets_equal(stored_hash, digest) else None
+
+    def check_connector_token(self, token: str) -> str | None:
+        """The name of the connector token, or None."""
+        digest = hash_secret(token)
+        name = self._snapshot.by_token_hash.get(digest)
+        return name
+
+    def list_users(self) -> list[UserRecord]:
+        return sorted(self._snapshot.users.values(), key=lambda r: (r.name.casefold(), r.user_id))
+
+    def get_user(self, user_id: str) -> UserRecord | None:
+        return self._snapshot.users.get(user_id)
+
+    def find_users(self, name_or_id: str) -> list[UserRecord]:
+        """Records whose id equals, or whose name matches (case-insensitively), the argument."""
+        snapshot = self._snapshot
+        if name_or_id in snapshot.users:
+            return [snapshot.users[name_or_id]]
+        folded = name_or_id.casefold()
+        return [r for r in self.list_users() if r.name.casefold() == folded]
+
+    def blocked_usernames(self) -> list[str]:
+        """Usernames pre-blocked before any record with that name existed."""
+        return list(self._snapshot.content.blocked_usernames)
+
+    def list_connector_tokens(self) -> list[ConnectorTokenRecord]:
+        return [
+            ConnectorTokenRecord(t.name, t.token_prefix, t.created)
+            for t in self._snapshot.content.connector_tokens
+        ]
+
+    # -- reloading -----------------------------------------------------------------------
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` from ``reload_if_changed`` after the users changed, whoever
+        changed them (this process, a CLI command, a hand edit). Always called from the
+        thread that polls ``reload_if_changed`` (the broker's event loop)."""
+        self._callbacks.append(callback)
+
+    def reload_if_changed(self) -> bool:
+        """Re-read the file if ``stat`` says it changed; True if a new state was applied.
+
+        A file that fails to parse is not applied: one log line per broken version, and the
+        last good state keeps serving.
+        """
+        try:
+            signature: FileSignature | None = signature_of(self.path.stat())
+        except FileNotFoundError:
+            signature = None
+        except OSError as exc:
+            log.warning("users_file_unreadable", path=str(self.path), error=exc.strerror)
+            return False
+        if signature == self._signature or signature == self._bad_signature:
+            return False
+        generation = self._generation
+        try:
+            content, read_signature = read_users_file(self.path)
+        except UserStoreError as exc:
+            self._bad_signature = signature
+            log.error("users_file_rejected", path=str(self.path), error=str(exc))
+            return False
+        with self._state_lock:
+            if generation != self._generation:
+                # This process wrote meanwhile and its snapshot is newer than what we read;
+                # keep it, and leave the signature stale so the next poll reads again.
+                return False
+            self._snapshot = self._build(content)
+            self._signature = read_signature
+            self._bad_signature = None
+        for callback in list(self._callbacks):
+            try:
+                callback()
+            except Exception:
+                log.exception("users_on_change_callback_failed")
+        return True
+
+    def _build(self, content: UsersFile) -> _Snapshot:
+        blocked_names = frozenset(n.casefold() for n in content.blocked_usernames)
+        by_key: dict[str, tuple[str, KeyIdentity]] = {}
+        for env_key in self._env_keys:
+            key_id = key_id_for_hash(env_key.secret_hash)
+            by_key[key_id] = (
+                env_key.secret_hash,
+                KeyIdentity(
+                    user_id="env:" + env_key.name.removeprefix("env-"),
+                    key_id=key_id,
+                    name=env_key.name,
+                    blocked=env_key.name.casefold() in blocked_names,
+                ),
+            )
+        users: dict[str, UserRecord] = {}
+        for entry in content.users:
+            record = _record(entry, blocked_names)
+            users[entry.id] = record
+            if entry.key_hash is not None and record.key_id is not None:
+                # setdefault: an environment service account wins over a file entry with
+                # the same key (2**-64 odds for distinct keys; the same key pasted twice).
+                by_key.setdefault(
+                    record.key_id,
+                    (
+                        entry.key_hash,
+                        KeyIdentity(
+                            user_id=entry.id,
+                            key_id=record.key_id,
+                            name=entry.name,
+                            blocked=record.blocked,
+                            rate_limit_rpm=entry.rate_limit_rpm,
+                            rate_limit_burst=entry.rate_limit_burst,
+                            max_streams=entry.max_streams,
+                        ),
+                    ),
+                )
+        by_token = {t.secret_hash: t.name for t in self._env_tokens}
+        by_token.update({t.token_hash: t.name for t in content.connector_tokens})
+        return _Snapshot(content, by_key, by_token, users)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _update(self, mutate: Callable[[UsersFile], UsersFile]) -> UsersFile:
+        def written(content: UsersFile) -> None:
+            # Under the file lock, so snapshots are swapped in the order of the writes.
+            snapshot = self._build(content)
+            with self._state_lock:
+                self._snapshot = snapshot
+                self._generation += 1
+                # self._signature stays as it was: the next reload_if_changed sees a new
+                # file, re-reads it and runs the on_change callbacks in the polling thread.
+
+        return locked_update(self.path, mutate, written)
+
+    def add_user(self, name: str) -> str:
+        """Create ``local:<name>`` with a new key; returns the key (shown once)."""
+        if not valid_name(name):
+            raise UserStoreError(
+                f"invalid user name {name!r}: use letters, digits, '_', '.', '-' (max 64)"
+            )
+        key = generate_api_key()
+        user_id = "local:" + name
+
+        def mutate(content: UsersFile) -> UsersFile:
+            if any(u.id == user_id for u in content.users):
+                raise UserStoreError(f"user {name!r} already exists; use 'rotate' for a new key")
+            now = _now()
+            entry = _with_key(UserEntry(id=user_id, name=name, created=now), key, now)
+            return _replace(content, users=[*content.users, entry])
+
+        self._update(mutate)
+        return key
+
+    def rotate(self, name: str) -> str:
+        """A new key for the user named (or with id) ``name``; the old key stops at once."""
+        return self.issue_key_for(self._resolve_one(name).user_id)
+
+    def issue_key_for(self, user_id: str) -> str:
+        """A new key for ``user_id``, replacing any old one (which stops working at once)."""
+        key = generate_api_key()
+
+        def mutate(content: UsersFile) -> UsersFile:
+            users = _map_user(content, user_id, lambda e: _with_key(e, key, _now()))
+            return _replace(content, users=users)
+
+        self._update(mutate)
+        return key
+
+    def block(self, name: str) -> None:
+        """Block every user with this name (or id); with none, pre-block the name."""
+        self._set_blocked(name, blocked=True)
+
+    def unblock(self, name: str) -> None:
+        self._set_blocked(name, blocked=False)
+
+    def _set_blocked(self, name: str, *, blocked: bool) -> None:
+        folded = name.casefold()
+
+        def mutate(content: UsersFile) -> UsersFile:
+            matched = False
+            users = []
+            for entry in content.users:
+                if entry.id == name or entry.name.casefold() == folded:
+                    matched = True
+                    entry = _evolve(entry, blocked=blocked)
+                users.append(entry)
+            names = [n for n in content.blocked_usernames if n.casefold() != folded]
+            if blocked and not matched:
+                if not valid_name(name):
+                    raise UserStoreError(f"invalid user name {name!r}")
+                names.append(name)
+            if not blocked and not matched and len(names) == len(content.blocked_usernames):
+                raise UserStoreError(f"no user named {name!r}")
+            return _replace(content, users=users, blocked_usernames=names)
+
+        self._update(mutate)
+
+    def delete(self, name: str) -> None:
+        """Delete the user named (or with id) ``name``; their key stops at once."""
+        user_id = self._resolve_one(name).user_id
+
+        def mutate(content: UsersFile) -> UsersFile:
+            users = [u for u in content.users if u.id != user_id]
+            if len(users) == len(content.users):
+                raise UserStoreError(f"no user {user_id!r}")
+            return _replace(content, users=users)
+
+        self._update(mutate)
+
+    def set_limits(
+        self,
+        name: str,
+        *,
+        rate_limit_rpm: int | None,
+        rate_limit_burst: int | None,
+        max_streams: int | None,
+    ) -> None:
+        """Per-user overrides (None = broker default, 0 = unlimited)."""
+        user_id = self._resolve_one(name).user_id
+        for value in (rate_limit_rpm, rate_limit_burst, max_streams):
+            if value is not None and value < 0:
+                raise UserStoreError("limits must be 0 (unlimited) or more")
+
+        def mutate(content: UsersFile) -> UsersFile:
+            users = _map_user(
+                content,
+                user_id,
+                lambda e: _evolve(
+                    e,
+                    rate_limit_rpm=rate_limit_rpm,
+                    rate_limit_burst=rate_limit_burst,
+                    max_streams=max_streams,
+                ),
+            )
+            return _replace(content, users=users)
+
+        self._update(mutate)
+
+    def upsert_gitlab_user(self, gitlab_id: int, username: str, display_name: str) -> UserRecord:
+        """Record a portal login: create ``gitlab:<id>`` or refresh its name and login time.
+
+        Does not issue a key (``issue_key_for`` does). A pre-blocked username applies.
+        """
+        user_id = f"gitlab:{gitlab_id}"
+
+        def mutate(content: UsersFile) -> UsersFile:
+            now = _now()
+            existing = next((u for u in content.users if u.id == user_id), None)
+            if existing is None:
+                entry = UserEntry(
+                    id=user_id,
+                    name=username,
+                    display_name=display_name,
+                    gitlab_id=gitlab_id,
+                    created=now,
+                    last_login=now,
+                )
+                return _replace(content, users=[*content.users, entry])
+            users = _map_user(
+                content,
+                user_id,
+                lambda e: _evolve(e, name=username, display_name=display_name, last_login=now),
+            )
+            return _replace(content, users=users)
+
+        self._update(mutate)
+        record = self.get_user(user_id)
+        if record is None:  # pragma: no cover - we just wrote it
+            raise UserStoreError(f"user {user_id} vanished after being written")
+        return record
+
+    def create_connector_token(self, name: str) -> str:
+        """A new connector token called ``name``; returns it (shown once)."""
+        if not valid_name(name):
+            raise UserStoreError(f"invalid token name {name!r}")
+        token = generate_connector_token()
+
+        def mutate(content: UsersFile) -> UsersFile:
+            if any(t.name == name for t in content.connector_tokens):
+                raise UserStoreError(f"connector token {name!r} already exists; revoke it first")
+            entry = TokenEntry(
+                name=name,
+                token_hash=hash_secret(token),
+                token_prefix=display_prefix(token),
+                created=_now(),
+            )
+            return _replace(content, connector_tokens=[*content.connector_tokens, entry])
+
+        self._update(mutate)
+        return token
+
+    def revoke_connector_token(self, name: str) -> None:
+        def mutate(content: UsersFile) -> UsersFile:
+            tokens = [t for t in content.connector_tokens if t.name != name]
+            if len(tokens) == len(content.connector_tokens):
+                raise UserStoreError(f"no connector token named {name!r}")
+            return _replace(content, connector_tokens=tokens)
+
+        self._update(mutate)
+
+    def _resolve_one(self, name: str) -> UserRecord:
+        # Resolve against the file as it is now, not a possibly stale snapshot.
+        self.reload_if_changed()
+        matches = self.find_users(name)
+        if not matches:
+            raise UserStoreError(f"no user named {name!r}")
+        if len(matches) > 1:
+            ids = ", ".join(r.user_id for r in matches)
+            raise UserStoreError(f"{name!r} matches several users ({ids}); give the user id")
+        return matches[0]
+
+
+def _with_key(entry: UserEntry, key: str, now: str) -> UserEntry:
+    return _evolve(
+        entry, key_hash=hash_secret(key), key_prefix=display_prefix(key), key_created=now
+    )
+
+
+def _map_user(
+    content: UsersFile, user_id: str, change: Callable[[UserEntry], UserEntry]
+) -> list[UserEntry]:
+    found = False
+    users = []
+    for entry in content.users:
+        if entry.id == user_id:
+            found = True
+            entry = change(entry)
+        users.append(entry)
+    if not found:
+        raise UserStoreError(f"no user {user_id!r}")
+    return users
+
+
+def _evolve(entry: UserEntry, **changes: object) -> UserEntry:
+    return msgspec.structs.replace(entry, **changes)
+
+
+def _replace(content: UsersFile, **changes: object) -> UsersFile:
+    return msgspec.structs.replace(content, **changes)
