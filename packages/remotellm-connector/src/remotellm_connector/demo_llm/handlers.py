@@ -1,0 +1,188 @@
+"""The request handlers: generation (streaming and not), embeddings, models, stats.
+
+A client that goes away mid-stream is noticed in two ways: the server runner cancels the
+handler (``handler_cancellation=True``, which ``serve_demo_llm`` and aiohttp's TestServer set),
+or the next write raises ``ConnectionResetError``. Either way it lands in
+``DemoStats.disconnects``, which is how tests prove a relay's cancel reached the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from remotellm_connector.demo_llm.bodies import StreamShape, full_body
+from remotellm_connector.demo_llm.config import DEMO_CONFIG, DEMO_STATS, DemoStats, Disconnect
+from remotellm_connector.demo_llm.content import (
+    embedding_vector,
+    encode_embedding,
+    prompt_bytes,
+    prompt_token_count,
+)
+from remotellm_connector.demo_llm.errors import ApiError
+from remotellm_connector.demo_llm.request import Kind, Plan, check_model, plan_generation, read_body
+
+__all__ = ["chat_completions", "completions", "embeddings", "stats", "stats_reset"]
+
+_STALL_POLL_S = 0.05
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "chat")
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "completion")
+
+
+async def _generate(request: web.Request, kind: Kind) -> web.StreamResponse:
+    body = read_body(await request.read())
+    plan = plan_generation(body, kind, request.app[DEMO_CONFIG])
+    prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
+    response_id = prefix + uuid.uuid4().hex[:24]
+    created = int(time.time())
+    if plan.stream:
+        return await _stream(request, plan, StreamShape(plan, response_id, created))
+    delay = plan.ttft_s + plan.gap_s * max(plan.tokens - 1, 0)
+    if delay > 0:
+        await asyncio.sleep(delay)
+    if plan.fail_after is not None:
+        _drop_connection(request)
+        return web.Response()  # never sent: aiohttp swallows the write to a closed transport
+    return web.Response(body=full_body(plan, response_id, created), headers=_json_headers(request))
+
+
+def _drop_connection(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+async def _stream(request: web.Request, plan: Plan, shape: StreamShape) -> web.StreamResponse:
+    stats = request.app[DEMO_STATS]
+    response = web.StreamResponse(headers=_sse_headers(request))
+    await response.prepare(request)
+    stats.stream_opened()
+    sent = 0
+    try:
+        if plan.ttft_s > 0:
+            await asyncio.sleep(plan.ttft_s)
+        pieces = shape.pieces
+        last = len(pieces) - 1
+        fail_after = plan.fail_after
+        stall_after = plan.stall_after
+        gap = plan.gap_s
+        for k, text in enumerate(pieces):
+            if k == fail_after:
+                break
+            if k == stall_after:
+                await _stall(request)
+            chunk = shape.piece(text)
+            await response.write(shape.opening + chunk if k == 0 else chunk)
+            sent += 1
+            # Yield even without a gap, as a real server does per token: otherwise one stream
+            # would run to its end before any other stream got a turn.
+            await asyncio.sleep(gap if gap > 0 and k < last else 0)
+        # A fault asked for after the last token cuts the stream before its final chunk.
+        if fail_after is not None:
+            stats.stream_failed()
+            _drop_connection(request)
+            return response
+        if stall_after is not None and stall_after >= len(pieces):
+            await _stall(request)
+        await response.write(shape.opening + shape.closing if not pieces else shape.closing)
+        await response.write_eof()
+        stats.stream_completed()
+    except ConnectionResetError:
+        _record_disconnect(stats, request, plan, sent)
+    except asyncio.CancelledError:
+        if request.transport is None or request.transport.is_closing():
+            _record_disconnect(stats, request, plan, sent)
+        raise
+    finally:
+        stats.stream_closed()
+    return response
+
+
+async def _stall(request: web.Request) -> None:
+    """Send nothing until the client leaves; then behave as a failed write would."""
+    while True:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("client left a stalled stream")
+        await asyncio.sleep(_STALL_POLL_S)
+
+
+def _record_disconnect(stats: DemoStats, request: web.Request, plan: Plan, sent: int) -> None:
+    stats.disconnected(
+        Disconnect(
+            at=time.monotonic(),
+            request_id=request.headers.get("X-Request-ID"),
+            seed=plan.seed,
+            path=request.path,
+            tokens_sent=sent,
+        )
+    )
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    body = read_body(await request.read())
+    config = request.app[DEMO_CONFIG]
+    model = check_model(body, config)
+    raw = body.get("input")
+    if isinstance(raw, str) or (isinstance(raw, list) and raw and isinstance(raw[0], int)):
+        items: list[Any] = [raw]
+    elif isinstance(raw, list) and raw:
+        items = raw
+    else:
+        raise ApiError(400, "'input' must be a string or a non-empty array.", param="input")
+    dim = body.get("dimensions", config.embedding_dim)
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ApiError(400, "'dimensions' must be a positive integer.", param="dimensions")
+    fmt = body.get("encoding_format") or "float"
+    if fmt not in ("float", "base64"):
+        raise ApiError(400, "'encoding_format' must be float or base64.", param="encoding_format")
+    data = [
+        {
+            "object": "embedding",
+            "index": i,
+            "embedding": encode_embedding(embedding_vector(x, dim), fmt),
+        }
+        for i, x in enumerate(items)
+    ]
+    used = prompt_token_count(prompt_bytes(body))
+    usage = {"prompt_tokens": used, "total_tokens": used}
+    return web.json_response(
+        {"object": "list", "data": data, "model": model, "usage": usage},
+        headers=_json_headers(request, content_type=False),
+    )
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[DEMO_STATS].snapshot())
+
+
+async def stats_reset(request: web.Request) -> web.Response:
+    request.app[DEMO_STATS].reset()
+    return web.json_response(request.app[DEMO_STATS].snapshot())
+
+
+def _sse_headers(request: web.Request) -> dict[str, str]:
+    headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+    return _with_request_id(request, headers)
+
+
+def _json_headers(request: web.Request, *, content_type: bool = True) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"} if content_type else {}
+    return _with_request_id(request, headers)
+
+
+def _with_request_id(request: web.Request, headers: dict[str, str]) -> dict[str, str]:
+    request_id = request.headers.get("X-Request-ID")
+    if request_id is not None:
+        headers["X-Request-ID"] = request_id
+    return headers
