@@ -1,0 +1,8 @@
+"""A real llama.cpp server with a tiny random-weight model, for end-to-end tests.
+
+See README.md in this folder. Stdlib only, so importing it costs nothing.
+"""
+
+from .server import LlamaServer, LlamaServerError, start_llama_server
+
+__all__ = ["LlamaServer", "LlamaServerError", "start_llama_server"]
