@@ -33,7 +33,9 @@ from remotellm_protocol.limits import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_STREAM_WINDOW,
+    MAX_NESTING_DEPTH,
     MAX_REQUEST_BODY_BYTES,
+    MIN_MAX_FRAME_BYTES,
 )
 from remotellm_protocol.session import BrokerSession, ConnectorSession, SessionState
 from remotellm_protocol.streams import StreamState
@@ -51,7 +53,9 @@ __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "DEFAULT_STREAM_WINDOW",
     "FRAME_TYPES",
+    "MAX_NESTING_DEPTH",
     "MAX_REQUEST_BODY_BYTES",
+    "MIN_MAX_FRAME_BYTES",
     "SUBPROTOCOLS",
     "SUPPORTED_VERSIONS",
     "Body",

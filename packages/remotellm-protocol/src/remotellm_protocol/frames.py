@@ -6,6 +6,10 @@ rules: a new field always gets a default, no field is ever retyped or removed, a
 fields are ignored by older decoders.
 
 Direction: C = connector, B = broker.
+
+Every class repeats ``frozen=True, kw_only=True``: msgspec applies ``kw_only`` only to the
+fields a class defines itself, and type checkers only see what each class says. Keyword-only
+construction keeps callers correct when a release adds a field.
 """
 
 from typing import Final
@@ -38,7 +42,7 @@ class _Value(msgspec.Struct, frozen=True, kw_only=True):
     """Plain frozen value embedded in a frame."""
 
 
-class ModelInfo(_Value):
+class ModelInfo(_Value, frozen=True, kw_only=True):
     """A model a connector serves, with what the LLM server tells about it."""
 
     id: str
@@ -46,7 +50,7 @@ class ModelInfo(_Value):
     context_length: int | None = None
 
 
-class Principal(_Value):
+class Principal(_Value, frozen=True, kw_only=True):
     """Who sent a request: the broker's user id and key id. Never the key itself."""
 
     user_id: str
@@ -54,7 +58,7 @@ class Principal(_Value):
     name: str | None = None
 
 
-class Usage(_Value):
+class Usage(_Value, frozen=True, kw_only=True):
     """Token counts of a completed request, as the upstream reported them."""
 
     prompt_tokens: int = 0
@@ -62,7 +66,7 @@ class Usage(_Value):
     total_tokens: int = 0
 
 
-class StreamError(_Value):
+class StreamError(_Value, frozen=True, kw_only=True):
     """Why a stream failed: a wire ``ErrorCode`` value and a human-readable message.
 
     ``code`` is an ``int`` rather than the enum so a newer peer's codes still decode; read it
@@ -79,7 +83,7 @@ class _Frame(msgspec.Struct, frozen=True, kw_only=True, tag_field="t"):
     """Base of every frame; subclasses set an explicit, stable tag."""
 
 
-class Hello(_Frame, tag="hello"):
+class Hello(_Frame, frozen=True, kw_only=True, tag="hello"):
     """C→B, first frame: who the connector is and what it serves."""
 
     name: str
@@ -89,7 +93,7 @@ class Hello(_Frame, tag="hello"):
     resume_token: str | None = None
 
 
-class Welcome(_Frame, tag="welcome"):
+class Welcome(_Frame, frozen=True, kw_only=True, tag="welcome"):
     """B→C, first frame: the session and the limits in force."""
 
     session_id: str
@@ -98,13 +102,13 @@ class Welcome(_Frame, tag="welcome"):
     heartbeat_s: float
 
 
-class Models(_Frame, tag="models"):
+class Models(_Frame, frozen=True, kw_only=True, tag="models"):
     """C→B: the full current model list (sent again whenever it changes)."""
 
     models: list[ModelInfo]
 
 
-class Open(_Frame, tag="open"):
+class Open(_Frame, frozen=True, kw_only=True, tag="open"):
     """B→C: a new request. ``body`` holds the first piece; ``more_body`` says ``body`` frames
     follow with the rest."""
 
@@ -120,7 +124,7 @@ class Open(_Frame, tag="open"):
     more_body: bool = False
 
 
-class Body(_Frame, tag="body"):
+class Body(_Frame, frozen=True, kw_only=True, tag="body"):
     """B→C: the next piece of a request body; ``last`` marks the final piece."""
 
     stream: int
@@ -128,7 +132,7 @@ class Body(_Frame, tag="body"):
     last: bool = False
 
 
-class Head(_Frame, tag="head"):
+class Head(_Frame, frozen=True, kw_only=True, tag="head"):
     """C→B: the upstream's HTTP status and response headers."""
 
     stream: int
@@ -136,14 +140,14 @@ class Head(_Frame, tag="head"):
     headers: Headers = msgspec.field(default_factory=list)
 
 
-class Data(_Frame, tag="data"):
+class Data(_Frame, frozen=True, kw_only=True, tag="data"):
     """C→B: the next bytes of the upstream response body, passed through unchanged."""
 
     stream: int
     chunk: bytes
 
 
-class End(_Frame, tag="end"):
+class End(_Frame, frozen=True, kw_only=True, tag="end"):
     """C→B: the stream is finished, successfully (``error`` is None) or not."""
 
     stream: int
@@ -151,21 +155,21 @@ class End(_Frame, tag="end"):
     error: StreamError | None = None
 
 
-class Credit(_Frame, tag="credit"):
+class Credit(_Frame, frozen=True, kw_only=True, tag="credit"):
     """B→C: cumulative response bytes the broker has delivered to the client on a stream."""
 
     stream: int
     delivered: int
 
 
-class Cancel(_Frame, tag="cancel"):
+class Cancel(_Frame, frozen=True, kw_only=True, tag="cancel"):
     """B→C: stop this stream (a ``CancelReason`` value); the connector answers with ``end``."""
 
     stream: int
     reason: int
 
 
-class GoAway(_Frame, tag="goaway"):
+class GoAway(_Frame, frozen=True, kw_only=True, tag="goaway"):
     """Either way: the sender takes no new streams; in-flight streams finish."""
 
     reason: str = ""

@@ -6,6 +6,8 @@ __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "DEFAULT_STREAM_WINDOW",
     "HELLO_MAX_FRAME_BYTES",
+    "MAX_NESTING_DEPTH",
+    "MIN_MAX_FRAME_BYTES",
     "MAX_REQUEST_BODY_BYTES",
 ]
 
@@ -13,6 +15,16 @@ __all__ = [
 #: bodies are split into ``body`` frames and large responses into ``data`` frames, so one frame
 #: never holds the socket for long and other streams interleave.
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
+
+#: The smallest ``welcome.max_frame_bytes`` a connector accepts: below it not even a ``head``
+#: with a few headers would fit.
+MIN_MAX_FRAME_BYTES = 1024
+
+#: Deepest nesting of msgpack maps and arrays a frame may have; the frame's own map is level 1.
+#: Frames of wire version 1 need 3 levels (``hello.models[i]``, ``open.headers[i]``); the rest is
+#: room for future fields. Deeper input is rejected before it reaches the decoder, so the limit
+#: is the same on every interpreter instead of depending on the recursion limit.
+MAX_NESTING_DEPTH = 32
 
 #: Largest frame accepted before the handshake (``hello`` with a long model list).
 HELLO_MAX_FRAME_BYTES = DEFAULT_MAX_FRAME_BYTES

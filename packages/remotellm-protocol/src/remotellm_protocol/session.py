@@ -14,12 +14,16 @@ Frames the broker sends for a stream the connector has just ended (``body``, ``c
 ``cancel`` crossing the ``end`` on the wire) are legal and reach the connector as-is; the
 connector has no task for them and drops them. Every other frame for an unknown or finished
 stream is a protocol error.
+
+Both sides check every frame the same way, so whatever one side's ``send`` accepts, the other
+side's ``receive`` accepts too. ``send`` encodes (and checks the frame size) before it changes
+any state: a ``LocalProtocolError`` always leaves the session as it was.
 """
 
 from enum import Enum, auto
 
 from remotellm_protocol.codec import decode, encode
-from remotellm_protocol.codes import CloseCode
+from remotellm_protocol.codes import CancelReason, CloseCode
 from remotellm_protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from remotellm_protocol.frames import (
     Body,
@@ -39,6 +43,7 @@ from remotellm_protocol.limits import (
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_STREAM_WINDOW,
     HELLO_MAX_FRAME_BYTES,
+    MIN_MAX_FRAME_BYTES,
 )
 from remotellm_protocol.streams import Stream, StreamEvent, StreamState
 
@@ -47,6 +52,9 @@ __all__ = ["BrokerSession", "ConnectorSession", "SessionState"]
 #: Bytes of msgpack around the chunk of a ``data`` frame with a large stream id (measured
 #: upper bound: map header, tag, two keys, int, bin32 header).
 DATA_FRAME_OVERHEAD = 40
+
+#: HTTP statuses a ``head`` may carry.
+_STATUSES = range(100, 600)
 
 
 class SessionState(Enum):
@@ -101,9 +109,15 @@ class _Session:
         self.last_stream_id = frame.stream
         self.streams[frame.stream] = Stream(frame.stream, self.window, more_body=frame.more_body)
 
+    def _head(self, error: _ErrorType, frame: Head) -> None:
+        stream = self._stream(error, frame.stream, frame)
+        if frame.status not in _STATUSES:
+            raise error(f"head on stream {frame.stream} has status {frame.status}")
+        self._apply(error, stream, StreamEvent.HEAD)
+
     def _data(self, error: _ErrorType, frame: Data) -> None:
         stream = self._stream(error, frame.stream, frame)
-        self._apply(error, stream, StreamEvent.DATA)  # head before data
+        self._apply(error, stream, StreamEvent.DATA)  # head before data (a self-loop)
         if len(frame.chunk) > stream.available:
             raise error(
                 f"data of {len(frame.chunk)} bytes on stream {frame.stream} exceeds the "
@@ -165,21 +179,21 @@ class ConnectorSession(_Session):
         """Validate ``frame`` against the state, apply it, and return its encoding."""
         if self.state is SessionState.CLOSED:
             raise LocalProtocolError(f"{_tag(frame)} after the connection was closed")
+        data = self._encode(frame)
         match frame:
             case Hello():
                 if self.hello_sent:
                     raise LocalProtocolError("hello sent twice")
-                self.hello_sent = True
-                self.max_streams = frame.max_streams
                 if frame.max_streams < 1:
                     raise LocalProtocolError("hello.max_streams must be at least 1")
+                self.hello_sent = True
+                self.max_streams = frame.max_streams
             case Models():
                 if not self.hello_sent:
                     raise LocalProtocolError("models before hello")
             case Head():
                 self._require_open(LocalProtocolError, frame)
-                stream = self._stream(LocalProtocolError, frame.stream, frame)
-                self._apply(LocalProtocolError, stream, StreamEvent.HEAD)
+                self._head(LocalProtocolError, frame)
             case Data():
                 self._require_open(LocalProtocolError, frame)
                 self._data(LocalProtocolError, frame)
@@ -191,7 +205,7 @@ class ConnectorSession(_Session):
                 self.local_goaway = True
             case _:
                 raise LocalProtocolError(f"a connector never sends {_tag(frame)}")
-        return self._encode(frame)
+        return data
 
     def receive(self, data: bytes) -> Frame:
         """Decode and validate one message from the broker; return the frame."""
@@ -204,21 +218,22 @@ class ConnectorSession(_Session):
                     raise RemoteProtocolError("open after the broker's goaway")
                 self._open(RemoteProtocolError, frame)
             case Body():
-                self._tolerant(
-                    frame,
-                    StreamEvent.BODY_LAST if frame.last else StreamEvent.BODY,
-                )
-            case Credit():
-                stream = self._tolerant(frame, StreamEvent.CREDIT)
+                stream = self._tolerant(frame)
                 if stream is not None:
-                    if not stream.credited <= frame.delivered <= stream.sent:
-                        raise RemoteProtocolError(
-                            f"credit {frame.delivered} on stream {frame.stream} outside "
-                            f"[{stream.credited}, {stream.sent}]"
-                        )
+                    if stream.cancelled:
+                        raise RemoteProtocolError(f"body on cancelled stream {frame.stream}")
+                    event = StreamEvent.BODY_LAST if frame.last else StreamEvent.BODY
+                    self._apply(RemoteProtocolError, stream, event)
+            case Credit():
+                stream = self._tolerant(frame)
+                if stream is not None:
+                    _check_credit(RemoteProtocolError, stream, frame)
+                    self._apply(RemoteProtocolError, stream, StreamEvent.CREDIT)
                     stream.credited = frame.delivered
             case Cancel():
-                self._tolerant(frame, StreamEvent.CANCEL)
+                stream = self._tolerant(frame)
+                if stream is not None:
+                    self._apply(RemoteProtocolError, stream, StreamEvent.CANCEL)
             case GoAway():
                 self.remote_goaway = True
             case _:
@@ -230,8 +245,7 @@ class ConnectorSession(_Session):
             raise RemoteProtocolError(f"{_tag(frame)} before hello was sent")
         if not isinstance(frame, Welcome):
             raise RemoteProtocolError(f"expected welcome, got {_tag(frame)}")
-        if frame.max_frame_bytes < 1024 or frame.initial_window < 1:
-            raise RemoteProtocolError("welcome announces unusable limits")
+        _check_welcome(RemoteProtocolError, frame)
         self.state = SessionState.OPEN
         self.session_id = frame.session_id
         self.max_frame_bytes = frame.max_frame_bytes
@@ -239,14 +253,12 @@ class ConnectorSession(_Session):
         self.heartbeat_s = frame.heartbeat_s
         return frame
 
-    def _tolerant(self, frame: Body | Credit | Cancel, event: StreamEvent) -> Stream | None:
-        """Apply a broker frame that may legally cross this side's ``end`` on the wire."""
+    def _tolerant(self, frame: Body | Credit | Cancel) -> Stream | None:
+        """The stream of a broker frame that may legally cross this side's ``end`` on the
+        wire: None if the stream is finished (the frame is then dropped)."""
         stream = self.streams.get(frame.stream)
-        if stream is None:
-            if 0 < frame.stream <= self.last_stream_id:
-                return None  # finished here; the broker had not seen our end yet
+        if stream is None and not 0 < frame.stream <= self.last_stream_id:
             raise RemoteProtocolError(f"{_tag(frame)} for unknown stream {frame.stream}")
-        self._apply(RemoteProtocolError, stream, event)
         return stream
 
 
@@ -266,10 +278,11 @@ class BrokerSession(_Session):
         """Validate ``frame`` against the state, apply it, and return its encoding."""
         if self.state is SessionState.CLOSED:
             raise LocalProtocolError(f"{_tag(frame)} after the connection was closed")
+        data = self._encode(frame)
         if self.state is SessionState.HANDSHAKE:
             if self.hello is None or not isinstance(frame, Welcome):
                 raise LocalProtocolError(f"{_tag(frame)} before hello/welcome")
-            data = self._encode(frame)
+            _check_welcome(LocalProtocolError, frame)
             self.state = SessionState.OPEN
             self.max_frame_bytes = frame.max_frame_bytes
             self.window = frame.initial_window
@@ -278,9 +291,7 @@ class BrokerSession(_Session):
             case Open():
                 if self.local_goaway or self.remote_goaway:
                     raise LocalProtocolError("open after goaway")
-                data = self._encode(frame)
                 self._open(LocalProtocolError, frame)
-                return data
             case Body():
                 stream = self._stream(LocalProtocolError, frame.stream, frame)
                 if stream.cancelled:
@@ -289,12 +300,10 @@ class BrokerSession(_Session):
                 self._apply(LocalProtocolError, stream, event)
             case Credit():
                 stream = self._stream(LocalProtocolError, frame.stream, frame)
-                if not stream.credited <= frame.delivered <= stream.sent:
-                    raise LocalProtocolError(
-                        f"credit {frame.delivered} outside [{stream.credited}, {stream.sent}]"
-                    )
+                _check_credit(LocalProtocolError, stream, frame)
                 self._apply(LocalProtocolError, stream, StreamEvent.CREDIT)
                 stream.credited = frame.delivered
+                stream.delivered = max(stream.delivered, frame.delivered)
             case Cancel():
                 stream = self._stream(LocalProtocolError, frame.stream, frame)
                 self._apply(LocalProtocolError, stream, StreamEvent.CANCEL)
@@ -302,25 +311,18 @@ class BrokerSession(_Session):
                 self.local_goaway = True
             case _:
                 raise LocalProtocolError(f"a broker never sends {_tag(frame)}")
-        return self._encode(frame)
+        return data
 
     def receive(self, data: bytes) -> Frame:
         """Decode and validate one message from the connector; return the frame."""
         frame = self._decode(data)
         if self.state is SessionState.HANDSHAKE:
-            if self.hello is not None or not isinstance(frame, Hello):
-                raise RemoteProtocolError(f"expected hello, got {_tag(frame)}")
-            if frame.max_streams < 1:
-                raise RemoteProtocolError("hello.max_streams must be at least 1")
-            self.hello = frame
-            self.max_streams = frame.max_streams
-            return frame
+            return self._hello(frame)
         match frame:
             case Models():
                 pass
             case Head():
-                stream = self._stream(RemoteProtocolError, frame.stream, frame)
-                self._apply(RemoteProtocolError, stream, StreamEvent.HEAD)
+                self._head(RemoteProtocolError, frame)
             case Data():
                 self._data(RemoteProtocolError, frame)
             case End():
@@ -331,21 +333,63 @@ class BrokerSession(_Session):
                 raise RemoteProtocolError(f"a connector never sends {_tag(frame)}")
         return frame
 
+    def _hello(self, frame: Frame) -> Frame:
+        if self.hello is None:
+            if not isinstance(frame, Hello):
+                raise RemoteProtocolError(f"expected hello, got {_tag(frame)}")
+            if frame.max_streams < 1:
+                raise RemoteProtocolError("hello.max_streams must be at least 1")
+            self.hello = frame
+            self.max_streams = frame.max_streams
+        elif not isinstance(frame, Models):  # a model list may follow hello at once
+            raise RemoteProtocolError(f"{_tag(frame)} before welcome")
+        return frame
+
     def acknowledge(self, stream_id: int, nbytes: int) -> bytes | None:
         """Record ``nbytes`` more delivered to the client; return a ``credit`` message when
         enough has accumulated to be worth one (a quarter of the window), else None.
 
-        Sending credit in batches halves the frames on the wire without ever stalling the
-        connector: it is only blocked with a full window unacknowledged, which is always
-        more than a quarter.
+        Sending credit in batches saves three frames in four without ever stalling the
+        connector: it only waits with a full window unacknowledged, and once the broker has
+        delivered that window it is owed a whole window, more than a quarter. Streams that
+        are finished or cancelled need no credit: None.
         """
+        if nbytes < 0:
+            raise LocalProtocolError(f"acknowledge of {nbytes} bytes")
         stream = self.streams.get(stream_id)
         if stream is None or stream.cancelled:
             return None
         stream.delivered = min(stream.delivered + nbytes, stream.sent)
-        if stream.delivered - stream.credited < self.window // 4:
+        owed = stream.delivered - stream.credited
+        if owed <= 0 or owed < self.window // 4:
             return None
         return self.send(Credit(stream=stream_id, delivered=stream.delivered))
+
+    def cancel(self, stream_id: int, reason: CancelReason) -> bytes | None:
+        """A ``cancel`` message for ``stream_id``, or None when the stream has already ended
+        or been cancelled: an API client often leaves just as the connector's ``end``
+        arrives, and that race is no error."""
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.cancelled:
+            return None
+        return self.send(Cancel(stream=stream_id, reason=reason))
+
+
+def _check_welcome(error: _ErrorType, frame: Welcome) -> None:
+    if frame.max_frame_bytes < MIN_MAX_FRAME_BYTES or frame.initial_window < 1:
+        raise error(
+            f"welcome announces unusable limits (max_frame_bytes={frame.max_frame_bytes}, "
+            f"initial_window={frame.initial_window})"
+        )
+
+
+def _check_credit(error: _ErrorType, stream: Stream, frame: Credit) -> None:
+    """Credit is cumulative: it never moves backwards, nor past the bytes sent."""
+    if not stream.credited <= frame.delivered <= stream.sent:
+        raise error(
+            f"credit {frame.delivered} on stream {frame.stream} outside "
+            f"[{stream.credited}, {stream.sent}]"
+        )
 
 
 def _tag(frame: Frame) -> str:

@@ -82,15 +82,15 @@ class Stream:
 
     def transition(self, event: StreamEvent) -> str | None:
         """Apply ``event``; return why it is illegal instead, leaving the state unchanged."""
-        if event is _E.CANCEL:
-            if self.cancelled:
-                return f"stream {self.id} cancelled twice"
-            self.cancelled = True
+        if event is _E.CANCEL and self.cancelled:
+            return f"stream {self.id} cancelled twice"
         nxt = TRANSITIONS.get((self.state, event))
         if nxt is None:
             name = event.name.lower()
             return f"{name} not allowed on stream {self.id} in state {self.state.name}"
         self.state = nxt
+        if event is _E.CANCEL:
+            self.cancelled = True
         return None
 
     @property

@@ -1,18 +1,21 @@
-"""Test helpers: a connector session and a broker session joined in memory.
+"""Test helpers: a connector session and a broker session joined in memory, and the
+conformance vectors.
 
 For our tests and for third-party connector authors::
 
     pair = SessionPair.handshaken(models=[ModelInfo(id="m")])
-    opened = pair.broker_sends(Open(stream=1, ...))      # the Open the connector received
-    pair.connector_sends(Head(stream=1, status=200))
+    opened = pair.open_stream(body=b'{"model": "m"}')    # the Open the connector received
+    pair.connector_sends(Head(stream=opened.stream, status=200))
 
 Each ``*_sends`` encodes with the sender's session and feeds the bytes to the receiver's,
 so both state machines check every frame exactly as they would over a WebSocket.
+``vectors_path()`` is the directory of conformance vectors (docs/protocol.md, "Conformance").
 """
 
 from collections.abc import Sequence
+from pathlib import Path
 
-from remotellm_protocol.frames import Frame, Hello, ModelInfo, Principal, Welcome
+from remotellm_protocol.frames import Frame, Hello, ModelInfo, Open, Principal, Welcome
 from remotellm_protocol.limits import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_MAX_FRAME_BYTES,
@@ -20,7 +23,7 @@ from remotellm_protocol.limits import (
 )
 from remotellm_protocol.session import BrokerSession, ConnectorSession
 
-__all__ = ["TEST_PRINCIPAL", "SessionPair"]
+__all__ = ["TEST_PRINCIPAL", "SessionPair", "vectors_path"]
 
 #: A principal for tests that need one.
 TEST_PRINCIPAL = Principal(user_id="u-test", key_id="k-test")
@@ -70,3 +73,45 @@ class SessionPair:
         received = self.connector.receive(self.broker.send(frame))
         self.log.append(("broker", received))
         return received
+
+    def open_stream(
+        self,
+        *,
+        body: bytes = b"",
+        more_body: bool = False,
+        path: str = "/v1/chat/completions",
+        headers: Sequence[tuple[str, str]] = (("content-type", "application/json"),),
+        principal: Principal = TEST_PRINCIPAL,
+        deadline_ms: int | None = None,
+    ) -> Open:
+        """Open the broker's next stream (a POST); return the ``open`` the connector got."""
+        stream = self.broker.next_stream_id()
+        received = self.broker_sends(
+            Open(
+                stream=stream,
+                correlation_id=f"req-{stream}",
+                method="POST",
+                path=path,
+                principal=principal,
+                headers=list(headers),
+                deadline_ms=deadline_ms,
+                body=body,
+                more_body=more_body,
+            )
+        )
+        assert isinstance(received, Open)
+        return received
+
+
+def vectors_path() -> Path:
+    """The directory of conformance vectors: ``valid/``, ``invalid/`` and ``sequences/``."""
+    return _find_vectors(Path(__file__).resolve().parent)
+
+
+def _find_vectors(package_dir: Path) -> Path:
+    # In a wheel the vectors sit inside the package; in a source checkout (an editable
+    # install) they sit next to src/, at the root of the distribution.
+    for candidate in (package_dir / "vectors", package_dir.parents[1] / "vectors"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"no conformance vectors near {package_dir}")
