@@ -81,6 +81,18 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         """True when GitLab login is fully configured (``load_settings`` refuses half)."""
         return bool(self.gitlab_client_id and self.gitlab_client_secret and self.session_secret)
 
+    def __repr__(self) -> str:
+        # Settings get logged and shown in tracebacks: never print the secrets.
+        parts = []
+        for field in self.__struct_fields__:
+            value = getattr(self, field)
+            if field in SECRET_FIELDS and value:
+                value = f"<{len(value)} secrets>" if isinstance(value, list) else "<secret>"
+                parts.append(f"{field}={value}")
+            else:
+                parts.append(f"{field}={value!r}")
+        return f"BrokerSettings({', '.join(parts)})"
+
 
 FIELDS: tuple[str, ...] = BrokerSettings.__struct_fields__
 SECRET_FIELDS = frozenset(

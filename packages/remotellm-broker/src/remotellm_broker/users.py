@@ -57,6 +57,9 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
+# The signature of "no file": distinct from every real one and from "nothing seen yet".
+_ABSENT = FileSignature(-1, -1, -1, -1)
+
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
@@ -162,15 +165,18 @@ class UserStore:
         """Load the file (absent = empty). Raises ``UserStoreError`` if it is broken, or if
         an environment key is malformed: there is no last good state to fall back on."""
         self.path = Path(path)
-        self._env_keys = [parse_env_key(k) for k in env_api_keys]
-        self._env_tokens = [
-            parse_env_key(t, name_prefix="env-token-") for t in env_connector_tokens
-        ]
+        try:
+            self._env_keys = [parse_env_key(k) for k in env_api_keys]
+            self._env_tokens = [
+                parse_env_key(t, name_prefix="env-token-") for t in env_connector_tokens
+            ]
+        except ValueError as exc:
+            raise UserStoreError(f"invalid service key in the environment: {exc}") from None
         self._callbacks: list[Callable[[], None]] = []
         self._state_lock = threading.Lock()
         content, signature = read_users_file(self.path)
         self._snapshot = self._build(content)
-        self._signature: FileSignature | None = signature
+        self._signature = signature or _ABSENT
         self._bad_signature: FileSignature | None = None
         self._generation = 0  # bumped by every write of this process
 
@@ -237,9 +243,9 @@ class UserStore:
         last good state keeps serving.
         """
         try:
-            signature: FileSignature | None = signature_of(self.path.stat())
+            signature = signature_of(self.path.stat())
         except FileNotFoundError:
-            signature = None
+            signature = _ABSENT
         except OSError as exc:
             log.warning("users_file_unreadable", path=str(self.path), error=exc.strerror)
             return False
@@ -258,7 +264,7 @@ class UserStore:
                 # keep it, and leave the signature stale so the next poll reads again.
                 return False
             self._snapshot = self._build(content)
-            self._signature = read_signature
+            self._signature = read_signature or _ABSENT
             self._bad_signature = None
         for callback in list(self._callbacks):
             try:
