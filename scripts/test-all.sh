@@ -22,6 +22,11 @@ for pkg in connector broker; do
 done
 
 if compgen -G "tests-e2e/test_*.py" >/dev/null; then
+  # The real llama.cpp server is built once (~7 min on 2 cores) and cached in
+  # ~/.cache/remotellm/llama; doing it here keeps it out of any test's timeout.
+  echo "== llama.cpp server for the e2e suite (cached after the first build)"
+  python tests-e2e/llama/build_llama_server.py >/dev/null
+  python tests-e2e/llama/make_tiny_model.py >/dev/null
   echo "== tests-e2e"
   pytest -c tests-e2e/pytest.ini --rootdir=tests-e2e -p no:cacheprovider tests-e2e "$@"
 fi
