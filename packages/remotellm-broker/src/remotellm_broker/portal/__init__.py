@@ -1,16 +1,70 @@
-"""The GitLab login portal (placeholder until the portal lands)."""
+"""The GitLab login portal: teammates log in with GitLab and get their own API key.
 
-from typing import Any
+``add_portal`` mounts ``/`` and ``/auth/*`` on the broker's public app. With GitLab configured
+it serves the login page, the OAuth flow (authorization code + PKCE S256, see ``oauth.py``),
+the key page and the account page; without, it serves one page saying self-service keys are
+off here. Sessions live in encrypted cookies (``sessions.py``) scoped to these routes only, so
+the OpenAI API next to them is untouched.
+"""
 
+from __future__ import annotations
+
+import structlog
 from aiohttp import web
 
-__all__ = ["add_portal"]
+from remotellm_broker.config import BrokerSettings
+from remotellm_broker.portal.pages import render
+from remotellm_broker.portal.routes import ModelIds, Portal
+from remotellm_broker.portal.sessions import make_storage, sessions_for
+from remotellm_broker.portal.settings import missing_portal_settings, portal_config
+from remotellm_broker.users import UserStore
+
+__all__ = ["PORTAL", "ModelIds", "Portal", "add_portal"]
+
+log = structlog.get_logger(__name__)
+
+PORTAL = web.AppKey("remotellm_portal", Portal)
 
 
-def add_portal(app: web.Application, settings: Any, store: Any) -> None:
-    """Add the portal's routes (``/``, ``/auth/...``) to the broker's public app."""
+def add_portal(
+    app: web.Application,
+    settings: BrokerSettings,
+    store: UserStore,
+    *,
+    model_ids: ModelIds | None = None,
+) -> None:
+    """Add the portal's routes (``/``, ``/auth/...``) to the broker's public app.
 
-    async def index(request: web.Request) -> web.Response:
-        return web.Response(text="remotellm broker: the login portal is not configured.\n")
+    ``model_ids``, when given, lists the models connectors serve right now; the key page
+    then uses a real model id in its examples instead of a placeholder.
+    """
+    config = portal_config(settings)
+    if config is None:
+        wanted = (
+            settings.gitlab_client_id or settings.gitlab_client_secret or settings.session_secret
+        )
+        if wanted:
+            log.warning("portal.off", missing=missing_portal_settings(settings))
+        else:
+            log.info("portal.off", reason="GitLab login not configured")
+        app.router.add_get("/", _off_index)
+        app.router.add_route("*", "/auth/{tail:.*}", _off_auth)
+        return
+    portal = Portal(config, store, model_ids)
+    app[PORTAL] = portal
+    app.cleanup_ctx.append(portal.gitlab_client)
+    with_session = sessions_for(make_storage(config.session_secret, secure=config.secure_cookies))
+    app.router.add_get("/", with_session(portal.index))
+    app.router.add_get("/auth/login", with_session(portal.login))
+    app.router.add_get("/auth/callback", with_session(portal.callback))
+    app.router.add_post("/auth/rotate", with_session(portal.rotate))
+    app.router.add_post("/auth/logout", with_session(portal.logout))
+    log.info("portal.on", gitlab=config.gitlab_host, callback=config.redirect_uri)
 
-    app.router.add_get("/", index)
+
+async def _off_index(request: web.Request) -> web.Response:
+    return render("off.html", user=None)
+
+
+async def _off_auth(request: web.Request) -> web.Response:
+    return render("off.html", status=404, user=None)

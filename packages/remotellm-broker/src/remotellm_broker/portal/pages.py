@@ -1,0 +1,50 @@
+"""Rendering the portal's pages: Jinja2 with autoescape, plus the headers every page carries.
+
+Everything a page needs is inline (CSS and the copy-button script), so the pages work behind
+any proxy and load nothing from elsewhere. The Content-Security-Policy allows exactly that:
+inline style and script only with this response's nonce, no other origin, forms only to the
+broker itself, no framing. Pages are ``no-store``: one of them shows an API key.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from aiohttp import web
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+__all__ = ["render", "security_headers"]
+
+_env = Environment(
+    loader=PackageLoader("remotellm_broker.portal", "templates"),
+    autoescape=True,  # every template is HTML; a GitLab name is data, never markup
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def security_headers(nonce: str) -> dict[str, str]:
+    csp = (
+        "default-src 'none'; "
+        f"style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
+        "img-src 'self' data:; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+    return {
+        "Content-Security-Policy": csp,
+        "Cache-Control": "no-store",
+        "Pragma": "no-cache",
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+    }
+
+
+def render(template: str, *, status: int = 200, **context: Any) -> web.Response:
+    nonce = secrets.token_urlsafe(18)
+    text = _env.get_template(template).render(nonce=nonce, **context)
+    response = web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
+    response.headers.update(security_headers(nonce))
+    return response
