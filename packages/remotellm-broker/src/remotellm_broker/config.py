@@ -242,7 +242,12 @@ def _check_service_keys(settings: BrokerSettings, sources: dict[str, str]) -> No
 
 
 def _check_portal(settings: BrokerSettings, sources: dict[str, str]) -> None:
-    configured = [f for f in PORTAL_FIELDS if f in sources and getattr(settings, f)]
+    defaults = BrokerSettings()
+    configured = [
+        f
+        for f in PORTAL_FIELDS
+        if f in sources and getattr(settings, f) and getattr(settings, f) != getattr(defaults, f)
+    ]
     if not configured:
         return
     missing = [f for f in PORTAL_REQUIRED if not getattr(settings, f)]
