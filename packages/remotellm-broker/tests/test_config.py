@@ -120,7 +120,7 @@ def test_a_secret_and_its_file_together_are_refused(tmp_path: Path) -> None:
 
 def test_an_unreadable_secret_file_is_named(tmp_path: Path) -> None:
     env = {"REMOTELLM_BROKER_GITLAB_CLIENT_SECRET_FILE": str(tmp_path / "missing")}
-    with pytest.raises(ConfigError, match="REMOTELLM_BROKER_GITLAB_CLIENT_SECRET_FILE=.*missing"):
+    with pytest.raises(ConfigError, match=r"REMOTELLM_BROKER_GITLAB_CLIENT_SECRET_FILE=.*missing"):
         load_settings(None, env, {})
 
 
@@ -199,7 +199,7 @@ def test_an_empty_config_file_means_defaults(tmp_path: Path) -> None:
 
 
 def test_a_missing_config_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read config file .*nope.yaml"):
+    with pytest.raises(ConfigError, match=r"cannot read config file .*nope\.yaml"):
         load_settings(tmp_path / "nope.yaml", {}, {})
 
 
