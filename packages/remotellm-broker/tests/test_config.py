@@ -96,6 +96,7 @@ def test_secrets_come_from_files_named_in_env(tmp_path: Path) -> None:
         "REMOTELLM_BROKER_API_KEYS_FILE": str(keys_file),
         "REMOTELLM_BROKER_GITLAB_CLIENT_ID": "app-id",
         "REMOTELLM_BROKER_GITLAB_CLIENT_SECRET": "app-secret",
+        "REMOTELLM_BROKER_PUBLIC_URL": "https://llm.example.org",
     }
     settings = load_settings(None, env, {})
     assert settings.session_secret == SESSION_SECRET
@@ -222,6 +223,14 @@ def test_unrelated_environment_variables_are_ignored() -> None:
             },
             "session_secret",
         ),
+        (
+            {
+                "REMOTELLM_BROKER_GITLAB_CLIENT_ID": "id",
+                "REMOTELLM_BROKER_GITLAB_CLIENT_SECRET": "sec",
+                "REMOTELLM_BROKER_SESSION_SECRET": SESSION_SECRET,
+            },
+            "public_url",
+        ),
     ],
 )
 def test_a_half_configured_portal_names_what_is_missing(env: dict[str, str], missing: str) -> None:
@@ -255,3 +264,8 @@ def test_repr_never_shows_secrets() -> None:
 def test_spelling_out_the_default_gitlab_url_does_not_turn_the_portal_on(tmp_path: Path) -> None:
     config = write(tmp_path, "gitlab_url: https://gitlab.com\n")
     assert not load_settings(config, {}, {}).portal_enabled
+
+
+def test_a_public_url_alone_does_not_turn_the_portal_on() -> None:
+    settings = load_settings(None, {"REMOTELLM_BROKER_PUBLIC_URL": "https://llm.example.org"}, {})
+    assert not settings.portal_enabled

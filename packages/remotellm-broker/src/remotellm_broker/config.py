@@ -79,7 +79,7 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     @property
     def portal_enabled(self) -> bool:
         """True when GitLab login is fully configured (``load_settings`` refuses half)."""
-        return bool(self.gitlab_client_id and self.gitlab_client_secret and self.session_secret)
+        return all(getattr(self, field) for field in PORTAL_REQUIRED)
 
     def __repr__(self) -> str:
         # Settings get logged and shown in tracebacks: never print the secrets.
@@ -99,9 +99,10 @@ SECRET_FIELDS = frozenset(
     {"connector_tokens", "api_keys", "gitlab_client_secret", "session_secret"}
 )
 LIST_FIELDS = frozenset({"connector_tokens", "api_keys"})
-# Setting any of these turns the portal on, so all of PORTAL_REQUIRED must be present.
+# Setting any of these turns the portal on, so all of PORTAL_REQUIRED must be present
+# (public_url too: GitLab must send the browser back to an address the operator chose).
 PORTAL_FIELDS = ("gitlab_url", "gitlab_client_id", "gitlab_client_secret", "session_secret")
-PORTAL_REQUIRED = ("gitlab_client_id", "gitlab_client_secret", "session_secret")
+PORTAL_REQUIRED = ("gitlab_client_id", "gitlab_client_secret", "session_secret", "public_url")
 _LOWERCASE_FIELDS = frozenset({"log_format", "log_level"})
 
 
