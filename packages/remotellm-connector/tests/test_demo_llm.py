@@ -15,8 +15,10 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from aiohttp import web
 
 from remotellm_connector.demo_llm import (
+    DEMO_STATS,
     DemoLLMConfig,
     DemoLLMServer,
     demo_llm_command,
@@ -24,6 +26,7 @@ from remotellm_connector.demo_llm import (
     expected_text,
     expected_tokens,
     expected_tool_arguments,
+    make_app,
     serve_demo_llm,
     stream_tag,
 )
@@ -247,6 +250,29 @@ async def test_a_client_leaving_mid_stream_is_recorded(
     assert (gone.request_id, gone.seed, gone.path) == ("req-1", 9, "/v1/chat/completions")
     assert 2 <= gone.tokens_sent < 1000
     assert llm.stats.streams_completed == 0
+
+
+async def test_a_client_leaving_during_a_slow_prefill_is_noticed_without_cancellation(
+    http: aiohttp.ClientSession,
+) -> None:
+    # A bare AppRunner does not cancel handlers on disconnect: the server must still notice.
+    app = make_app(DemoLLMConfig())
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/chat/completions"
+        slow = chat(x_ttft_ms=60_000, seed=1)
+        async with http.post(url, json={**slow, "stream": True}) as response:
+            assert response.status == 200  # headers come before the first token
+        with pytest.raises(TimeoutError):
+            await http.post(url, json=slow, timeout=aiohttp.ClientTimeout(total=0.05))
+        async with asyncio.timeout(2):
+            await app[DEMO_STATS].wait_until(lambda s: len(s.disconnects) == 2)
+        assert [d.tokens_sent for d in app[DEMO_STATS].disconnects] == [0, 0]
+    finally:
+        await runner.cleanup()
 
 
 async def test_stall_keeps_the_stream_open_and_silent_until_the_client_leaves(

@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import msgspec
-import structlog
 from aiohttp import web
 
 from remotellm_connector.demo_llm import handlers
@@ -29,7 +28,6 @@ __all__ = ["DemoLLMServer", "make_app", "run_demo_llm", "serve_demo_llm"]
 MAX_BODY_BYTES = 64 * 1024 * 1024
 """Request bodies up to this size: the benchmark sends 4 MiB prompts (aiohttp's default: 1 MiB)."""
 
-_log = structlog.get_logger(__name__)
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OPEN_PATHS = frozenset({"/health", "/_demo/stats", "/_demo/stats/reset"})
 
@@ -175,11 +173,6 @@ async def run_demo_llm(
 ) -> None:
     """Serve until ``stop`` is set or the task is cancelled (Ctrl-C, SIGTERM via the CLI)."""
     async with serve_demo_llm(config, host=host, port=port) as server:
-        _log.info(
-            "demo_llm.listening",
-            base_url=server.base_url,
-            models=list(server.app[DEMO_CONFIG].models),
-        )
         if on_ready is not None:
             on_ready(server)
         await (stop or asyncio.Event()).wait()

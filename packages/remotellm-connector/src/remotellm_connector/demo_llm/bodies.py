@@ -14,11 +14,12 @@ usage-only chunk (``"choices":[]``) before ``data: [DONE]``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 
-from remotellm_connector.demo_llm.content import token, tool_argument_pieces
+from remotellm_connector.demo_llm.content import iter_tokens, token, tool_argument_pieces
 from remotellm_connector.demo_llm.request import Plan
 
 __all__ = ["DONE", "FINGERPRINT", "StreamShape", "full_body", "usage_of"]
@@ -53,12 +54,12 @@ def _envelope(plan: Plan, response_id: str, created: int, *, chunk: bool) -> dic
 class StreamShape:
     """The pre-encoded frame of one SSE response.
 
-    Send ``opening + piece(pieces[0])`` first (the chat role chunk travels with the first token,
-    so the time to the first byte is the time to the first token), then ``piece(p)`` for the
-    other pieces, then ``closing``.
+    Send ``opening + piece(t)`` for the first of ``texts`` (the chat role chunk travels with the
+    first token, so the time to the first byte is the time to the first token), then
+    ``piece(t)`` for each other one (``count`` in all), then ``closing``.
     """
 
-    __slots__ = ("_after", "_before", "closing", "opening", "pieces")
+    __slots__ = ("_after", "_before", "closing", "count", "opening", "texts")
 
     def __init__(self, plan: Plan, response_id: str, created: int) -> None:
         envelope = _encode(_envelope(plan, response_id, created, chunk=True))
@@ -70,12 +71,14 @@ class StreamShape:
             head += b',"choices":[{"index":0,"delta":'
             open_tail = b',"logprobs":null,"finish_reason":null}' + end
             if plan.tool_name is None:
-                self.pieces = [token(plan.tag, k) for k in range(plan.tokens)]
+                self.count = plan.tokens
+                self.texts: Iterator[str] = iter_tokens(plan.tag, plan.tokens)
                 first: dict[str, object] = {"role": "assistant", "content": "", "refusal": None}
                 self._before = head + b'{"content":'
                 self._after = b"}" + open_tail
             else:
-                self.pieces = tool_argument_pieces(plan.tag, plan.tokens)
+                self.count = plan.tokens + 2
+                self.texts = tool_argument_pieces(plan.tag, plan.tokens)
                 call = {"name": plan.tool_name, "arguments": ""}
                 first = {
                     "role": "assistant",
@@ -90,7 +93,8 @@ class StreamShape:
             last = head + b'{},"logprobs":null,"finish_reason":' + finish + b"}" + end
         else:
             head += b',"choices":[{"text":'
-            self.pieces = [token(plan.tag, k) for k in range(plan.tokens)]
+            self.count = plan.tokens
+            self.texts = iter_tokens(plan.tag, plan.tokens)
             self.opening = b""
             self._before = head
             self._after = b',"index":0,"logprobs":null,"finish_reason":null}' + end
@@ -107,7 +111,7 @@ class StreamShape:
 def full_body(plan: Plan, response_id: str, created: int) -> bytes:
     """A non-streaming response; ``x_response_bytes`` pads the text to that exact body size."""
     body = _envelope(plan, response_id, created, chunk=False)
-    text = "".join(token(plan.tag, k) for k in range(plan.tokens))
+    text = "".join(iter_tokens(plan.tag, plan.tokens))
     choice: dict[str, Any]
     if plan.kind == "chat":
         message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}

@@ -13,7 +13,7 @@ import base64
 import hashlib
 import sys
 from array import array
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -24,6 +24,7 @@ __all__ = [
     "expected_text",
     "expected_tokens",
     "expected_tool_arguments",
+    "iter_tokens",
     "prompt_bytes",
     "prompt_token_count",
     "stream_tag",
@@ -88,9 +89,16 @@ def expected_text(request_body: Mapping[str, Any] | bytes | str, n: int) -> str:
     return "".join(expected_tokens(request_body, n))
 
 
-def tool_argument_pieces(tag: str, n: int) -> list[str]:
+def iter_tokens(tag: str, n: int) -> Iterator[str]:
+    """The tokens lazily: a 300 000-token stream should not hold them all in memory."""
+    return (f"tok{k}-{tag} " for k in range(n))
+
+
+def tool_argument_pieces(tag: str, n: int) -> Iterator[str]:
     """The ``arguments`` string of a tool call, split as it is streamed (n + 2 pieces)."""
-    return ['{"text": "', *(token(tag, k) for k in range(n)), '"}']
+    yield '{"text": "'
+    yield from iter_tokens(tag, n)
+    yield '"}'
 
 
 def expected_tool_arguments(request_body: Mapping[str, Any] | bytes | str, n: int) -> str:

@@ -28,7 +28,7 @@ from remotellm_connector.demo_llm.request import Kind, Plan, check_model, plan_g
 
 __all__ = ["chat_completions", "completions", "embeddings", "stats", "stats_reset"]
 
-_STALL_POLL_S = 0.05
+_POLL_S = 0.1
 _BIG_BODY_BYTES = 1024 * 1024
 
 
@@ -48,9 +48,15 @@ async def _generate(request: web.Request, kind: Kind) -> web.StreamResponse:
     created = int(time.time())
     if plan.stream:
         return await _stream(request, plan, StreamShape(plan, response_id, created))
-    delay = plan.ttft_s + plan.gap_s * max(plan.tokens - 1, 0)
-    if delay > 0:
-        await asyncio.sleep(delay)
+    try:
+        await _sleep(request, plan.ttft_s + plan.gap_s * max(plan.tokens - 1, 0))
+    except ConnectionResetError:
+        _record_disconnect(request.app[DEMO_STATS], request, plan, 0)
+        return web.Response()  # nobody is left to read it
+    except asyncio.CancelledError:
+        if _client_gone(request):
+            _record_disconnect(request.app[DEMO_STATS], request, plan, 0)
+        raise
     if plan.fail_after is not None:
         _drop_connection(request)
         return web.Response()  # never sent: aiohttp swallows the write to a closed transport
@@ -83,14 +89,13 @@ async def _stream(request: web.Request, plan: Plan, shape: StreamShape) -> web.S
     stats.stream_opened()
     sent = 0
     try:
-        if plan.ttft_s > 0:
-            await asyncio.sleep(plan.ttft_s)
-        pieces = shape.pieces
-        last = len(pieces) - 1
+        await _sleep(request, plan.ttft_s)
+        count = shape.count
+        last = count - 1
         fail_after = plan.fail_after
         stall_after = plan.stall_after
         gap = plan.gap_s
-        for k, text in enumerate(pieces):
+        for k, text in enumerate(shape.texts):
             if k == fail_after:
                 break
             if k == stall_after:
@@ -106,15 +111,15 @@ async def _stream(request: web.Request, plan: Plan, shape: StreamShape) -> web.S
             stats.stream_failed()
             _drop_connection(request)
             return response
-        if stall_after is not None and stall_after >= len(pieces):
+        if stall_after is not None and stall_after >= count:
             await _stall(request)
-        await response.write(shape.opening + shape.closing if not pieces else shape.closing)
+        await response.write(shape.closing if count else shape.opening + shape.closing)
         await response.write_eof()
         stats.stream_completed()
     except ConnectionResetError:
         _record_disconnect(stats, request, plan, sent)
     except asyncio.CancelledError:
-        if request.transport is None or request.transport.is_closing():
+        if _client_gone(request):
             _record_disconnect(stats, request, plan, sent)
         raise
     finally:
@@ -122,13 +127,33 @@ async def _stream(request: web.Request, plan: Plan, shape: StreamShape) -> web.S
     return response
 
 
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _sleep(request: web.Request, seconds: float) -> None:
+    """Sleep, but notice a client that leaves during a long wait (a slow prefill).
+
+    Under ``handler_cancellation`` the handler is cancelled anyway; a bare ``AppRunner`` would
+    otherwise learn of the disconnect only at the next write, maybe 30 s later.
+    """
+    if seconds <= _POLL_S:
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (left := deadline - loop.time()) > 0:
+        if _client_gone(request):
+            raise ConnectionResetError("client left while the model was thinking")
+        await asyncio.sleep(min(left, _POLL_S))
+
+
 async def _stall(request: web.Request) -> None:
     """Send nothing until the client leaves; then behave as a failed write would."""
     while True:
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionResetError("client left a stalled stream")
-        await asyncio.sleep(_STALL_POLL_S)
+        await _sleep(request, 3600.0)  # raises ConnectionResetError once the client is gone
 
 
 def _record_disconnect(stats: DemoStats, request: web.Request, plan: Plan, sent: int) -> None:
