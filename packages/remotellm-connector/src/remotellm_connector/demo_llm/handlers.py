@@ -13,6 +13,7 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from remotellm_connector.demo_llm.bodies import StreamShape, full_body
@@ -29,6 +30,7 @@ from remotellm_connector.demo_llm.request import Kind, Plan, check_model, plan_g
 __all__ = ["chat_completions", "completions", "embeddings", "stats", "stats_reset"]
 
 _POLL_S = 0.1
+_encode = msgspec.json.Encoder().encode
 _BIG_BODY_BYTES = 1024 * 1024
 
 
@@ -168,7 +170,7 @@ def _record_disconnect(stats: DemoStats, request: web.Request, plan: Plan, sent:
     )
 
 
-async def embeddings(request: web.Request) -> web.Response:
+async def embeddings(request: web.Request) -> web.StreamResponse:
     body = read_body(await request.read())
     config = request.app[DEMO_CONFIG]
     model = check_model(body, config)
@@ -195,10 +197,8 @@ async def embeddings(request: web.Request) -> web.Response:
     ]
     used = prompt_token_count(prompt_bytes(body))
     usage = {"prompt_tokens": used, "total_tokens": used}
-    return web.json_response(
-        {"object": "list", "data": data, "model": model, "usage": usage},
-        headers=_json_headers(request, content_type=False),
-    )
+    reply = {"object": "list", "data": data, "model": model, "usage": usage}
+    return await _send_json(request, _encode(reply))
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -215,9 +215,8 @@ def _sse_headers(request: web.Request) -> dict[str, str]:
     return _with_request_id(request, headers)
 
 
-def _json_headers(request: web.Request, *, content_type: bool = True) -> dict[str, str]:
-    headers = {"Content-Type": "application/json"} if content_type else {}
-    return _with_request_id(request, headers)
+def _json_headers(request: web.Request) -> dict[str, str]:
+    return _with_request_id(request, {"Content-Type": "application/json"})
 
 
 def _with_request_id(request: web.Request, headers: dict[str, str]) -> dict[str, str]:
