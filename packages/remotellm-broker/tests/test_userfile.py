@@ -137,7 +137,7 @@ def test_a_full_disk_leaves_the_old_file_and_no_temp_file(
 
     monkeypatch.setattr(os, "write", write_until_full)
     with pytest.raises(UserStoreError, match="no space left on device; the old file is unchanged"):
-        locked_update(path, lambda c: UsersFile(blocked_usernames=["new" * 1000]))
+        locked_update(path, lambda c: UsersFile(blocked_usernames=[f"new{i}" for i in range(500)]))
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert leftovers(tmp_path) == []

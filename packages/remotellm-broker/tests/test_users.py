@@ -455,3 +455,38 @@ def test_fifty_concurrent_writers_lose_no_user(path: Path) -> None:
     names = {record.name for record in UserStore(path).list_users()}
     assert len(names) == 100
     assert [p for p in os.listdir(path.parent) if ".tmp-" in p] == []
+
+
+def test_an_overlong_key_is_refused_without_hashing(store: UserStore) -> None:
+    store.add_user("alice")
+    assert store.authenticate("sk-" + "0" * 10_000) is None
+    assert store.check_connector_token("rct-" + "0" * 10_000) is None
+
+
+def test_a_write_that_would_break_the_file_is_refused(store: UserStore, path: Path) -> None:
+    store.add_user("alice")
+    before = path.read_bytes()
+    with pytest.raises(UserStoreError, match="refusing to write an invalid users file"):
+        store.upsert_gitlab_user(1, "x" * 300, "Too Long")
+    assert path.read_bytes() == before
+    assert store.add_user("bob")  # and the file still takes writes
+
+
+def test_odd_gitlab_names_round_trip(store: UserStore, path: Path) -> None:
+    name = "<script>alert('x')</script> \"Zoë\"\n: - [x]"
+    store.upsert_gitlab_user(8, "zoe", name)
+    assert UserStore(path).get_user("gitlab:8").display_name == name  # type: ignore[union-attr]
+
+
+def test_a_symlinked_users_file_stays_a_symlink(tmp_path: Path) -> None:
+    real = tmp_path / "data" / "users.yaml"
+    real.parent.mkdir()
+    link = tmp_path / "users.yaml"
+    link.symlink_to(real)
+    store = UserStore(link)
+    key = store.add_user("alice")
+    assert link.is_symlink()
+    assert UserStore(real).authenticate(key) is not None
+    UserStore(link).block("alice")
+    assert store.reload_if_changed()
+    assert store.list_users()[0].blocked

@@ -239,11 +239,19 @@ def locked_update(
     Always re-reads the file under the lock (never trusts a cached copy) so no concurrent
     writer's change is lost. A broken file aborts the update rather than being overwritten.
     """
+    path = Path(os.path.realpath(path))  # through a symlink: replace the file, keep the link
     with _exclusive(path):
         _remove_stale_temp_files(path)
         current, _ = read_users_file(path)
         updated = mutate(current)
-        write_atomically(path, encode_users_file(updated))
+        data = encode_users_file(updated)
+        try:
+            # Never write what we would refuse to read (an over-long GitLab name, say):
+            # that would lock every later write out until someone fixed it by hand.
+            decode_users_file(data, path)
+        except UserStoreError as exc:
+            raise UserStoreError(f"refusing to write an invalid users file: {exc}") from None
+        write_atomically(path, data)
         if written is not None:
             written(updated)
         return updated

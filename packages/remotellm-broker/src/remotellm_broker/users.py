@@ -60,6 +60,9 @@ log = structlog.get_logger(__name__)
 # The signature of "no file": distinct from every real one and from "nothing seen yet".
 _ABSENT = FileSignature(-1, -1, -1, -1)
 
+# Longer "keys" are refused before hashing: no stored secret is anywhere near this long.
+MAX_SECRET_LENGTH = 1024
+
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
@@ -191,6 +194,8 @@ class UserStore:
         *hash* of the attacker's guess, and steering guesses towards a stored hash needs a
         SHA-256 preimage of a 128-bit random key. No comparison ever touches the key itself.
         """
+        if len(key) > MAX_SECRET_LENGTH:
+            return None
         digest = hash_secret(key)
         found = self._snapshot.by_key_id.get(key_id_for_hash(digest))
         if found is None:
@@ -200,9 +205,9 @@ class UserStore:
 
     def check_connector_token(self, token: str) -> str | None:
         """The name of the connector token, or None."""
-        digest = hash_secret(token)
-        name = self._snapshot.by_token_hash.get(digest)
-        return name
+        if len(token) > MAX_SECRET_LENGTH:
+            return None
+        return self._snapshot.by_token_hash.get(hash_secret(token))
 
     def list_users(self) -> list[UserRecord]:
         return sorted(self._snapshot.users.values(), key=lambda r: (r.name.casefold(), r.user_id))
@@ -348,7 +353,15 @@ class UserStore:
 
     def rotate(self, name: str) -> str:
         """A new key for the user named (or with id) ``name``; the old key stops at once."""
-        return self.issue_key_for(self._resolve_one(name).user_id)
+        key = generate_api_key()
+
+        def mutate(content: UsersFile) -> UsersFile:
+            user_id = _resolve(content, name).id
+            users = _map_user(content, user_id, lambda e: _with_key(e, key, _now()))
+            return _replace(content, users=users)
+
+        self._update(mutate)
+        return key
 
     def issue_key_for(self, user_id: str) -> str:
         """A new key for ``user_id``, replacing any old one (which stops working at once)."""
@@ -392,13 +405,10 @@ class UserStore:
 
     def delete(self, name: str) -> None:
         """Delete the user named (or with id) ``name``; their key stops at once."""
-        user_id = self._resolve_one(name).user_id
 
         def mutate(content: UsersFile) -> UsersFile:
-            users = [u for u in content.users if u.id != user_id]
-            if len(users) == len(content.users):
-                raise UserStoreError(f"no user {user_id!r}")
-            return _replace(content, users=users)
+            user_id = _resolve(content, name).id
+            return _replace(content, users=[u for u in content.users if u.id != user_id])
 
         self._update(mutate)
 
@@ -411,12 +421,12 @@ class UserStore:
         max_streams: int | None,
     ) -> None:
         """Per-user overrides (None = broker default, 0 = unlimited)."""
-        user_id = self._resolve_one(name).user_id
         for value in (rate_limit_rpm, rate_limit_burst, max_streams):
             if value is not None and value < 0:
                 raise UserStoreError("limits must be 0 (unlimited) or more")
 
         def mutate(content: UsersFile) -> UsersFile:
+            user_id = _resolve(content, name).id
             users = _map_user(
                 content,
                 user_id,
@@ -493,16 +503,21 @@ class UserStore:
 
         self._update(mutate)
 
-    def _resolve_one(self, name: str) -> UserRecord:
-        # Resolve against the file as it is now, not a possibly stale snapshot.
-        self.reload_if_changed()
-        matches = self.find_users(name)
-        if not matches:
-            raise UserStoreError(f"no user named {name!r}")
-        if len(matches) > 1:
-            ids = ", ".join(r.user_id for r in matches)
-            raise UserStoreError(f"{name!r} matches several users ({ids}); give the user id")
-        return matches[0]
+
+def _resolve(content: UsersFile, name: str) -> UserEntry:
+    """The one user with this id or (case-insensitive) name, in the file as it is now
+    (resolved under the write lock, so nobody can rename or delete them in between)."""
+    for entry in content.users:
+        if entry.id == name:
+            return entry
+    folded = name.casefold()
+    matches = [u for u in content.users if u.name.casefold() == folded]
+    if not matches:
+        raise UserStoreError(f"no user named {name!r}")
+    if len(matches) > 1:
+        ids = ", ".join(u.id for u in matches)
+        raise UserStoreError(f"{name!r} matches several users ({ids}); give the user id")
+    return matches[0]
 
 
 def _with_key(entry: UserEntry, key: str, now: str) -> UserEntry:
