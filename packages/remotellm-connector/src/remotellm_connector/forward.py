@@ -1,0 +1,140 @@
+"""What the connector may ask the local LLM, and how a relayed request is rewritten: pure.
+
+Only the OpenAI routes an API user needs are forwarded (``ROUTES``); anything else — Ollama's
+``/api/pull`` or ``/api/delete``, an absolute URL, ``..``, a query string — is refused with
+``BAD_REQUEST`` before a byte reaches the LLM. The comparison is exact on the raw path, so no
+decoding trick can widen it.
+
+Usage accounting: a streaming chat or completion request that did not ask for
+``stream_options.include_usage`` gets it added, so ``end`` can carry token counts; the plan
+then says the extra usage chunk must be stripped from what the client sees. When the client's
+body already has a ``stream_options`` key the body is re-encoded; otherwise the option is
+spliced in after the opening brace, leaving every byte the client sent as it was.
+"""
+
+from enum import Enum, auto
+from typing import Final
+
+import msgspec
+
+from remotellm_connector.errors import RequestRefused
+from remotellm_protocol import Open
+
+__all__ = ["ROUTES", "RequestRefused", "UpstreamRequest", "UsageMode", "plan_request"]
+
+ROUTES: Final = frozenset(
+    {
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/completions"),
+        ("POST", "/v1/embeddings"),
+        ("GET", "/v1/models"),
+    }
+)
+_STREAMING_ROUTES: Final = frozenset({"/v1/chat/completions", "/v1/completions"})
+
+#: Request headers never sent to the LLM: hop-by-hop (RFC 9110 7.6.1), framing the client
+#: library recomputes, and credentials (the LLM key, if any, is the connector's own).
+DROP_REQUEST_HEADERS: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "accept-encoding",
+        "authorization",
+        "api-key",
+        "cookie",
+        "x-api-key",
+    }
+)
+
+_INJECTED: Final = b'"stream_options":{"include_usage":true},'
+
+
+class UsageMode(Enum):
+    """How the response body is read for token usage."""
+
+    NONE = auto()  # nothing to read (GET /v1/models)
+    SNIFF = auto()  # forward as is; read the usage from the tail
+    STRIP = auto()  # the connector asked for usage: remove the usage-only SSE chunk
+
+
+class _Peek(msgspec.Struct):
+    """The few body fields the connector looks at; everything else is skipped unparsed."""
+
+    model: str | None = None
+    stream: bool = False
+    stream_options: dict[str, object] | None = None
+
+
+_peek = msgspec.json.Decoder(_Peek)
+
+
+class UpstreamRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A validated request, ready for the LLM."""
+
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    model: str | None = None
+    stream: bool = False
+    usage: UsageMode = UsageMode.NONE
+    #: The client's own body when ``body`` has ``stream_options`` added (the fallback).
+    original_body: bytes | None = None
+
+    def without_injection(self) -> "UpstreamRequest":
+        """The same request as the client sent it, for LLM servers that reject the option."""
+        assert self.original_body is not None
+        return msgspec.structs.replace(
+            self, body=self.original_body, usage=UsageMode.SNIFF, original_body=None
+        )
+
+
+def plan_request(frame: Open, body: bytes, *, inject_usage: bool = True) -> UpstreamRequest:
+    """Check ``frame`` against the allow-list and build the upstream request.
+
+    Raises ``RequestRefused`` with a message safe to show the client.
+    """
+    method = frame.method.upper()
+    if (method, frame.path) not in ROUTES:
+        raise RequestRefused(f"{frame.method} {frame.path[:200]} is not relayed by this connector")
+    headers = [(k, v) for k, v in frame.headers if k.lower() not in DROP_REQUEST_HEADERS]
+    if method == "GET":
+        return UpstreamRequest(method=method, path=frame.path, headers=headers, body=b"")
+    try:
+        peek = _peek.decode(body)
+    except msgspec.DecodeError:
+        # Not a JSON object of the expected shape: the LLM answers it with its own 400.
+        return UpstreamRequest(
+            method=method, path=frame.path, headers=headers, body=body, usage=UsageMode.SNIFF
+        )
+    plan = UpstreamRequest(
+        method=method,
+        path=frame.path,
+        headers=headers,
+        body=body,
+        model=peek.model,
+        stream=peek.stream,
+        usage=UsageMode.SNIFF,
+    )
+    if not (peek.stream and inject_usage and frame.path in _STREAMING_ROUTES):
+        return plan
+    options = peek.stream_options
+    if options is None:
+        start = body.index(b"{") + 1  # decoding succeeded, so the body is an object
+        new_body = body[:start] + _INJECTED + body[start:]
+    elif options.get("include_usage") is True:
+        return plan  # the client asked: its usage chunk stays
+    else:
+        whole = msgspec.json.decode(body)
+        whole["stream_options"] = {**options, "include_usage": True}
+        new_body = msgspec.json.encode(whole)
+    return msgspec.structs.replace(plan, body=new_body, usage=UsageMode.STRIP, original_body=body)
