@@ -1,0 +1,172 @@
+"""The HTTP client to the local LLM server: one pooled aiohttp session, typed failures.
+
+aiohttp's exceptions are converted here and nowhere else (see ``errors.py``): before the
+response head, a refused or broken connection is ``UpstreamUnreachable`` and silence is
+``UpstreamTimeout``; after it, anything that stops the body is ``UpstreamInterrupted``. The LLM's
+own 4xx/5xx are not failures: they are relayed like any answer.
+
+Bytes are read with ``readany()``: whatever the socket delivered, as soon as it did, with no line
+reassembly. When the caller stops reading (no credit), aiohttp's buffer fills, it stops reading
+the socket, and TCP pushes back on the LLM server. Leaving ``open()`` early (cancel, error)
+closes the connection rather than returning it to the pool, which is how the LLM server learns
+the client is gone and stops generating.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Final, Self
+
+import aiohttp
+import structlog
+
+from remotellm_connector.errors import (
+    UpstreamInterrupted,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from remotellm_connector.forward import UpstreamRequest, UsageMode
+
+__all__ = ["Upstream", "UpstreamResponse"]
+
+log = structlog.get_logger("remotellm_connector.upstream")
+
+#: Response headers not relayed: hop-by-hop, framing the broker redoes, and cookies.
+DROP_RESPONSE_HEADERS: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "content-encoding",
+        "set-cookie",
+    }
+)
+#: Statuses with which servers refuse an unknown ``stream_options`` field.
+_REJECTS_OPTION: Final = frozenset({400, 422})
+
+
+class UpstreamResponse:
+    """The LLM's answer: status, relayable headers, and its body chunk by chunk."""
+
+    __slots__ = ("_content", "headers", "status", "usage_mode")
+
+    def __init__(self, resp: aiohttp.ClientResponse, usage_mode: UsageMode) -> None:
+        self.status = resp.status
+        self.headers = [
+            (k, v) for k, v in resp.headers.items() if k.lower() not in DROP_RESPONSE_HEADERS
+        ]
+        #: How to read usage from this body (``SNIFF`` after the stream_options fallback).
+        self.usage_mode = usage_mode
+        self._content = resp.content
+
+    async def read(self) -> bytes:
+        """The next bytes the LLM sent, as soon as they arrive; ``b""`` at the end."""
+        try:
+            return await self._content.readany()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise UpstreamInterrupted(f"the LLM server's response broke off: {_why(exc)}") from exc
+
+
+class Upstream:
+    """The pooled client; ``base_url`` may change when discovery finds the server later."""
+
+    def __init__(
+        self,
+        base_url: str | None,
+        *,
+        api_key: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 300.0,
+        pool_size: int = 20,
+    ) -> None:
+        self.base_url = base_url
+        self._api_key = api_key
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._pool_size = pool_size
+        self._session: aiohttp.ClientSession | None = None
+        #: False once the server was seen to refuse ``stream_options`` (then never sent).
+        self.stream_options_ok = True
+
+    async def __aenter__(self) -> Self:
+        connector = aiohttp.TCPConnector(
+            limit=self._pool_size, limit_per_host=0, keepalive_timeout=30
+        )
+        # trust_env=False: a proxy set for the internet must not capture the local LLM.
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=self._timeout, trust_env=False
+        )
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The shared aiohttp session (discovery uses it too)."""
+        if self._session is None:
+            raise RuntimeError("Upstream used outside 'async with'")
+        return self._session
+
+    def auth_headers(self) -> dict[str, str]:
+        """The LLM server's own key, if it was started with one."""
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
+    @asynccontextmanager
+    async def open(self, req: UpstreamRequest) -> AsyncIterator[UpstreamResponse]:
+        """Send ``req``; yield the response once its head arrived."""
+        resp = await self._send(req)
+        mode = req.usage
+        if req.original_body is not None and resp.status in _REJECTS_OPTION:
+            # Maybe the server does not know stream_options: ask again as the client did.
+            resp.close()
+            req = req.without_injection()
+            resp = await self._send(req)
+            mode = req.usage
+            if resp.status < 400 and self.stream_options_ok:
+                self.stream_options_ok = False
+                log.warning("llm_rejects_stream_options", status="usage from stream tail only")
+        try:
+            yield UpstreamResponse(resp, mode)
+        except BaseException:
+            resp.close()  # not back to the pool: the LLM must see the disconnect
+            raise
+        resp.release()
+
+    async def _send(self, req: UpstreamRequest) -> aiohttp.ClientResponse:
+        if self.base_url is None:
+            raise UpstreamUnreachable("no LLM server found on this machine")
+        headers = dict(req.headers)
+        if req.method == "POST" and not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/json"
+        headers["Accept-Encoding"] = "identity"
+        headers.update(self.auth_headers())
+        try:
+            return await self.session.request(
+                req.method, self.base_url + req.path, data=req.body or None, headers=headers
+            )
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise UpstreamUnreachable(f"connecting to the LLM server timed out: {exc}") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamUnreachable(f"cannot connect to the LLM server: {_why(exc)}") from exc
+        except TimeoutError as exc:
+            raise UpstreamTimeout("the LLM server did not answer in time") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnreachable(f"the LLM server failed to answer: {_why(exc)}") from exc
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return exc.os_error.strerror or str(exc.os_error) or type(exc).__name__
+    return str(exc) or type(exc).__name__
