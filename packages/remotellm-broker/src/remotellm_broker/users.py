@@ -16,18 +16,16 @@ name goes to ``blocked_usernames`` so alice is blocked the moment she first logs
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
 import structlog
 
+from remotellm_broker import useredits as edits
 from remotellm_broker.keys import (
-    display_prefix,
     generate_api_key,
     generate_connector_token,
     hash_secret,
@@ -35,9 +33,9 @@ from remotellm_broker.keys import (
     parse_env_key,
     secrets_equal,
 )
+from remotellm_broker.useredits import valid_name
 from remotellm_broker.userfile import (
     FileSignature,
-    TokenEntry,
     UserEntry,
     UsersFile,
     UserStoreError,
@@ -62,13 +60,6 @@ _ABSENT = FileSignature(-1, -1, -1, -1)
 
 # Longer "keys" are refused before hashing: no stored secret is anywhere near this long.
 MAX_SECRET_LENGTH = 1024
-
-_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
-
-
-def valid_name(name: str) -> bool:
-    """Names usable on the command line: GitLab-username-like, no ``:`` (ids have one)."""
-    return _NAME_RE.fullmatch(name) is not None
 
 
 def _now() -> str:
@@ -334,83 +325,31 @@ class UserStore:
 
     def add_user(self, name: str) -> str:
         """Create ``local:<name>`` with a new key; returns the key (shown once)."""
-        if not valid_name(name):
-            raise UserStoreError(
-                f"invalid user name {name!r}: use letters, digits, '_', '.', '-' (max 64)"
-            )
         key = generate_api_key()
-        user_id = "local:" + name
-
-        def mutate(content: UsersFile) -> UsersFile:
-            if any(u.id == user_id for u in content.users):
-                raise UserStoreError(f"user {name!r} already exists; use 'rotate' for a new key")
-            now = _now()
-            entry = _with_key(UserEntry(id=user_id, name=name, created=now), key, now)
-            return _replace(content, users=[*content.users, entry])
-
-        self._update(mutate)
+        self._update(lambda c: edits.add_local_user(c, name, key, _now()))
         return key
 
     def rotate(self, name: str) -> str:
         """A new key for the user named (or with id) ``name``; the old key stops at once."""
         key = generate_api_key()
-
-        def mutate(content: UsersFile) -> UsersFile:
-            user_id = _resolve(content, name).id
-            users = _map_user(content, user_id, lambda e: _with_key(e, key, _now()))
-            return _replace(content, users=users)
-
-        self._update(mutate)
+        self._update(lambda c: edits.set_key(c, name, key, _now()))
         return key
 
     def issue_key_for(self, user_id: str) -> str:
         """A new key for ``user_id``, replacing any old one (which stops working at once)."""
-        key = generate_api_key()
-
-        def mutate(content: UsersFile) -> UsersFile:
-            users = _map_user(content, user_id, lambda e: _with_key(e, key, _now()))
-            return _replace(content, users=users)
-
-        self._update(mutate)
-        return key
+        return self.rotate(user_id)
 
     def block(self, name: str) -> None:
         """Block every user with this name (or id); with none, pre-block the name."""
-        self._set_blocked(name, blocked=True)
+        self._update(lambda c: edits.set_blocked(c, name, blocked=True))
 
     def unblock(self, name: str) -> None:
-        self._set_blocked(name, blocked=False)
-
-    def _set_blocked(self, name: str, *, blocked: bool) -> None:
-        folded = name.casefold()
-
-        def mutate(content: UsersFile) -> UsersFile:
-            matched = False
-            users = []
-            for entry in content.users:
-                if entry.id == name or entry.name.casefold() == folded:
-                    matched = True
-                    entry = _evolve(entry, blocked=blocked)
-                users.append(entry)
-            names = [n for n in content.blocked_usernames if n.casefold() != folded]
-            if blocked and not matched:
-                if not valid_name(name):
-                    raise UserStoreError(f"invalid user name {name!r}")
-                names.append(name)
-            if not blocked and not matched and len(names) == len(content.blocked_usernames):
-                raise UserStoreError(f"no user named {name!r}")
-            return _replace(content, users=users, blocked_usernames=names)
-
-        self._update(mutate)
+        """Unblock every user with this name (or id) and lift a pre-block of it."""
+        self._update(lambda c: edits.set_blocked(c, name, blocked=False))
 
     def delete(self, name: str) -> None:
         """Delete the user named (or with id) ``name``; their key stops at once."""
-
-        def mutate(content: UsersFile) -> UsersFile:
-            user_id = _resolve(content, name).id
-            return _replace(content, users=[u for u in content.users if u.id != user_id])
-
-        self._update(mutate)
+        self._update(lambda c: edits.delete_user(c, name))
 
     def set_limits(
         self,
@@ -421,129 +360,33 @@ class UserStore:
         max_streams: int | None,
     ) -> None:
         """Per-user overrides (None = broker default, 0 = unlimited)."""
-        for value in (rate_limit_rpm, rate_limit_burst, max_streams):
-            if value is not None and value < 0:
-                raise UserStoreError("limits must be 0 (unlimited) or more")
-
-        def mutate(content: UsersFile) -> UsersFile:
-            user_id = _resolve(content, name).id
-            users = _map_user(
-                content,
-                user_id,
-                lambda e: _evolve(
-                    e,
-                    rate_limit_rpm=rate_limit_rpm,
-                    rate_limit_burst=rate_limit_burst,
-                    max_streams=max_streams,
-                ),
+        self._update(
+            lambda c: edits.set_limits(
+                c,
+                name,
+                rate_limit_rpm=rate_limit_rpm,
+                rate_limit_burst=rate_limit_burst,
+                max_streams=max_streams,
             )
-            return _replace(content, users=users)
-
-        self._update(mutate)
+        )
 
     def upsert_gitlab_user(self, gitlab_id: int, username: str, display_name: str) -> UserRecord:
-        """Record a portal login: create ``gitlab:<id>`` or refresh its name and login time.
-
-        Does not issue a key (``issue_key_for`` does). A pre-blocked username applies.
+        """Record a portal login: create ``gitlab:<id>`` or refresh its names and login
+        time. Does not issue a key (``issue_key_for`` does). A pre-blocked username applies.
         """
-        user_id = f"gitlab:{gitlab_id}"
-
-        def mutate(content: UsersFile) -> UsersFile:
-            now = _now()
-            existing = next((u for u in content.users if u.id == user_id), None)
-            if existing is None:
-                entry = UserEntry(
-                    id=user_id,
-                    name=username,
-                    display_name=display_name,
-                    gitlab_id=gitlab_id,
-                    created=now,
-                    last_login=now,
-                )
-                return _replace(content, users=[*content.users, entry])
-            users = _map_user(
-                content,
-                user_id,
-                lambda e: _evolve(e, name=username, display_name=display_name, last_login=now),
-            )
-            return _replace(content, users=users)
-
-        self._update(mutate)
-        record = self.get_user(user_id)
+        self._update(
+            lambda c: edits.record_gitlab_login(c, gitlab_id, username, display_name, _now())
+        )
+        record = self.get_user(f"gitlab:{gitlab_id}")
         if record is None:  # pragma: no cover - we just wrote it
-            raise UserStoreError(f"user {user_id} vanished after being written")
+            raise UserStoreError(f"user gitlab:{gitlab_id} vanished after being written")
         return record
 
     def create_connector_token(self, name: str) -> str:
         """A new connector token called ``name``; returns it (shown once)."""
-        if not valid_name(name):
-            raise UserStoreError(f"invalid token name {name!r}")
         token = generate_connector_token()
-
-        def mutate(content: UsersFile) -> UsersFile:
-            if any(t.name == name for t in content.connector_tokens):
-                raise UserStoreError(f"connector token {name!r} already exists; revoke it first")
-            entry = TokenEntry(
-                name=name,
-                token_hash=hash_secret(token),
-                token_prefix=display_prefix(token),
-                created=_now(),
-            )
-            return _replace(content, connector_tokens=[*content.connector_tokens, entry])
-
-        self._update(mutate)
+        self._update(lambda c: edits.add_connector_token(c, name, token, _now()))
         return token
 
     def revoke_connector_token(self, name: str) -> None:
-        def mutate(content: UsersFile) -> UsersFile:
-            tokens = [t for t in content.connector_tokens if t.name != name]
-            if len(tokens) == len(content.connector_tokens):
-                raise UserStoreError(f"no connector token named {name!r}")
-            return _replace(content, connector_tokens=tokens)
-
-        self._update(mutate)
-
-
-def _resolve(content: UsersFile, name: str) -> UserEntry:
-    """The one user with this id or (case-insensitive) name, in the file as it is now
-    (resolved under the write lock, so nobody can rename or delete them in between)."""
-    for entry in content.users:
-        if entry.id == name:
-            return entry
-    folded = name.casefold()
-    matches = [u for u in content.users if u.name.casefold() == folded]
-    if not matches:
-        raise UserStoreError(f"no user named {name!r}")
-    if len(matches) > 1:
-        ids = ", ".join(u.id for u in matches)
-        raise UserStoreError(f"{name!r} matches several users ({ids}); give the user id")
-    return matches[0]
-
-
-def _with_key(entry: UserEntry, key: str, now: str) -> UserEntry:
-    return _evolve(
-        entry, key_hash=hash_secret(key), key_prefix=display_prefix(key), key_created=now
-    )
-
-
-def _map_user(
-    content: UsersFile, user_id: str, change: Callable[[UserEntry], UserEntry]
-) -> list[UserEntry]:
-    found = False
-    users = []
-    for entry in content.users:
-        if entry.id == user_id:
-            found = True
-            entry = change(entry)
-        users.append(entry)
-    if not found:
-        raise UserStoreError(f"no user {user_id!r}")
-    return users
-
-
-def _evolve(entry: UserEntry, **changes: object) -> UserEntry:
-    return msgspec.structs.replace(entry, **changes)
-
-
-def _replace(content: UsersFile, **changes: object) -> UsersFile:
-    return msgspec.structs.replace(content, **changes)
+        self._update(lambda c: edits.revoke_connector_token(c, name))
