@@ -490,3 +490,39 @@ def test_a_symlinked_users_file_stays_a_symlink(tmp_path: Path) -> None:
     UserStore(link).block("alice")
     assert store.reload_if_changed()
     assert store.list_users()[0].blocked
+
+
+def test_a_change_by_another_process_applies_within_a_second(path: Path) -> None:
+    """The broker polls every 0.5 s; a block by the CLI must bite within a second."""
+    import time
+
+    store = UserStore(path)
+    key = store.add_user("alice")
+    store.reload_if_changed()
+    blocked = threading.Event()
+    store.on_change(lambda: blocked.set() if (i := store.authenticate(key)) and i.blocked else None)
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(0.5):
+            store.reload_if_changed()
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            writer = ctx.Process(target=_block, args=(str(path), "alice"))
+            writer.start()
+        writer.join(10)
+        written = time.monotonic()
+        assert blocked.wait(1.0)
+        assert time.monotonic() - written <= 1.0
+    finally:
+        stop.set()
+        poller.join(5)
+
+
+def _block(path_str: str, name: str) -> None:
+    UserStore(Path(path_str)).block(name)
