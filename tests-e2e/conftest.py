@@ -1,0 +1,124 @@
+"""Fixtures of the end-to-end suite: upstreams, the relay stack, clients.
+
+The default stack (``relay``) is the production broker and connector in the test's event loop,
+relaying to the demo LLM (the scripted upstream: exact tokens, cadence and faults on request).
+``recorded_relay`` relays to the recorded upstream instead (or to a live endpoint, see
+``harness.modes``), ``procs`` starts both services with their console scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import pytest
+
+from harness.cassettes import CASSETTE_DIR, Interaction, load_interactions
+from harness.modes import UpstreamChoice, upstream_choice
+from harness.replay import ReplayServer, serve_replay
+from harness.stack import BrokerHandle, ConnectorHandle, inprocess_broker, inprocess_connector
+from remotellm_connector.demo_llm import DemoLLMConfig, DemoLLMServer, serve_demo_llm
+
+DEMO_MODEL = "demo"
+
+
+@dataclass
+class Relay:
+    """A broker with one connector in front of an upstream, and a user's key."""
+
+    broker: BrokerHandle
+    connector: ConnectorHandle
+    key: str
+    upstream_url: str
+
+    @property
+    def api_url(self) -> str:
+        return self.broker.api_url
+
+    def async_client(self, **options: object) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=self.api_url, api_key=self.key, max_retries=0, timeout=30.0, **options
+        )
+
+    def sync_client(self, **options: object) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=self.api_url, api_key=self.key, max_retries=0, timeout=30.0, **options
+        )
+
+
+# -- upstreams ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def demo_llm() -> AsyncIterator[DemoLLMServer]:
+    """The scripted upstream; each request may set x_ttft_ms, x_gap_ms, x_fail_after…"""
+    async with serve_demo_llm(DemoLLMConfig(models=(DEMO_MODEL,), tokens=8)) as llm:
+        yield llm
+
+
+@pytest.fixture(scope="session")
+def upstream_mode() -> UpstreamChoice:
+    return upstream_choice()
+
+
+@pytest.fixture(scope="session")
+def recorded(upstream_mode: UpstreamChoice) -> list[Interaction]:
+    """The cassettes (recorded afresh first in ``record`` mode)."""
+    if upstream_mode.mode == "record":
+        from harness.record import record_all
+
+        asyncio.run(record_all())
+    return list(load_interactions(CASSETTE_DIR))
+
+
+@pytest.fixture
+async def replay_upstream(recorded: list[Interaction]) -> AsyncIterator[ReplayServer]:
+    async with serve_replay(recorded) as server:
+        yield server
+    assert not server.misses, f"requests the recording never saw: {server.misses}"
+
+
+# -- the relay -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def broker(tmp_path: Path) -> AsyncIterator[BrokerHandle]:
+    async with inprocess_broker(tmp_path) as handle:
+        yield handle
+
+
+@pytest.fixture
+async def relay(broker: BrokerHandle, demo_llm: DemoLLMServer) -> AsyncIterator[Relay]:
+    """Broker + connector + demo LLM, all in this event loop."""
+    key = broker.add_user("alice")
+    async with inprocess_connector(broker.relay_url, broker.connector_token(), demo_llm.url) as c:
+        relay = Relay(broker, c, key, demo_llm.url)
+        await wait_models(relay, {DEMO_MODEL})
+        yield relay
+
+
+async def wait_models(relay: Relay, expected: set[str], within: float = 10.0) -> None:
+    """Until the broker lists exactly ``expected`` (connectors announce asynchronously)."""
+    from harness.waits import wait_for_async
+
+    async with relay.async_client() as client:
+
+        async def listed() -> bool:
+            return {m.id async for m in client.models.list()} == expected
+
+        await wait_for_async(listed, within, what=f"the broker to list {sorted(expected)}")
+
+
+@pytest.fixture
+def sync_client(relay: Relay) -> Iterator[openai.OpenAI]:
+    with relay.sync_client() as client:
+        yield client
+
+
+@pytest.fixture
+async def async_client(relay: Relay) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with relay.async_client() as client:
+        yield client
