@@ -1,9 +1,191 @@
-"""``remotellm-broker serve`` (placeholder until the broker server lands)."""
+"""``remotellm-broker serve``: run the broker until SIGTERM/SIGINT, then drain and exit.
+
+Settings come from ``config.load_settings`` (flags > ``REMOTELLM_BROKER_*`` > ``--config``
+file > defaults). With nothing configured the broker still starts, on loopback, and prints
+exactly how to create an API key and attach a connector, generating a connector token when
+none exists yet (it is stored hashed in the users file and printed this once).
+
+Shutdown, in order: readiness goes false, the listening sockets close, every connector gets
+``goaway``, in-flight requests have ``shutdown_timeout`` seconds to finish, the rest end with
+an error, connectors are closed with 1001, the health server stops last. A second signal
+exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import click
+from aiohttp import web
+
+from remotellm_broker.app import BROKER, create_app, create_health_app
+from remotellm_broker.config import BrokerSettings, ConfigError, load_settings
+from remotellm_broker.logs import configure_logging, get_logger
+from remotellm_broker.users import UserStore, UserStoreError
+
+__all__ = ["Bound", "run_broker", "serve"]
+
+log = get_logger("remotellm_broker.serve")
+
+#: Request line and header size limits: generous, so odd-but-legal headers reach the app
+#: (and get an OpenAI-shaped answer) instead of the HTTP parser's plain-text 400.
+_MAX_HEADER_BYTES = 32 * 1024
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Where the broker actually listens (ports may have been 0)."""
+
+    host: str
+    port: int
+    health_host: str
+    health_port: int
+    #: The running public app (its state is ``app[BROKER]``).
+    app: web.Application = field(repr=False, compare=False)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+async def run_broker(
+    settings: BrokerSettings,
+    store: UserStore,
+    *,
+    stop: asyncio.Event,
+    started: Callable[[Bound], None] | None = None,
+    **app_options: Any,
+) -> None:
+    """Serve until ``stop`` is set, then shut down gracefully."""
+    app = create_app(settings, store, **app_options)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout + 5.0,
+        max_line_size=_MAX_HEADER_BYTES,
+        max_field_size=_MAX_HEADER_BYTES,
+    )
+    health_runner = web.AppRunner(create_health_app(app), access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    await health_runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        await web.TCPSite(health_runner, settings.health_host, settings.health_port).start()
+        bound = Bound(
+            settings.host,
+            int(runner.addresses[0][1]),
+            settings.health_host,
+            int(health_runner.addresses[0][1]),
+            app,
+        )
+        log.info(
+            "broker listening", url=bound.url, health=f"{bound.health_host}:{bound.health_port}"
+        )
+        if started is not None:
+            started(bound)
+        await stop.wait()
+    finally:
+        state = app.get(BROKER)
+        if state is not None:
+            state.begin_shutdown()
+        await runner.cleanup()
+        await health_runner.cleanup()
+        log.info("broker stopped")
+
+
+def _hints(settings: BrokerSettings, store: UserStore, bound: Bound) -> list[str]:
+    """What an operator needs to do next, when keys or connector tokens are missing."""
+    users_file = settings.users_file
+    lines: list[str] = []
+    if not store.list_users() and not settings.api_keys:
+        lines += [
+            "No API users yet. Create one (prints the key):",
+            f"  remotellm-broker users add alice --users-file {users_file}",
+            f"Then: curl {bound.url}/v1/models -H 'Authorization: Bearer sk-...'",
+            "",
+        ]
+    if not store.list_connector_tokens() and not settings.connector_tokens:
+        token = store.create_connector_token("connector")
+        base = settings.public_url or bound.url
+        relay = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1).rstrip("/")
+        lines += [
+            "No connector token existed, so one was created (named 'connector', shown once).",
+            "On the machine with the GPU, next to the LLM server, run:",
+            f"  REMOTELLM_CONNECTOR_TOKEN={token} remotellm-connector run "
+            f"--broker-url {relay}/v1/relay",
+            "",
+        ]
+    return lines
+
+
+def _overrides(flags: dict[str, Any]) -> dict[str, object]:
+    return {name: value for name, value in flags.items() if value is not None}
 
 
 @click.command()
-def serve() -> None:
-    """Run the broker."""
-    raise click.ClickException("not implemented yet")
+@click.option("--host", help="API address [default: 127.0.0.1].")
+@click.option("--port", type=int, help="API port [default: 8000].")
+@click.option("--health-host", help="Health/metrics address [default: 127.0.0.1].")
+@click.option("--health-port", type=int, help="Health/metrics port [default: 8080].")
+@click.option("--users-file", help="The users file [default: ./users.yaml].")
+@click.option("--public-url", help="The URL users reach the broker at (portal links, hints).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="REMOTELLM_BROKER_CONFIG",
+    help="YAML settings file.",
+)
+@click.option("--rate-limit-rpm", type=int, help="Requests per minute per key, 0 = off [600].")
+@click.option("--rate-limit-burst", type=int, help="Burst of requests per key, 0 = off [100].")
+@click.option("--max-streams-per-key", type=int, help="Concurrent requests per key, 0 = off [64].")
+def serve(config_file: Path | None, **flags: Any) -> None:
+    """Run the broker: the OpenAI API, the relay for connectors, the portal."""
+    try:
+        settings = load_settings(config_file, os.environ, _overrides(flags))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        store = UserStore(
+            Path(settings.users_file),
+            env_api_keys=settings.api_keys,
+            env_connector_tokens=settings.connector_tokens,
+        )
+    except UserStoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    asyncio.run(_main(settings, store))
+
+
+async def _main(settings: BrokerSettings, store: UserStore) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
+            os._exit(1)
+        log.info("signal received: draining", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    def started(bound: Bound) -> None:
+        try:
+            lines = _hints(settings, store, bound)
+        except UserStoreError as exc:
+            lines = [f"Could not create a connector token: {exc}"]
+        click.echo(f"remotellm-broker serving the OpenAI API at {bound.url}/v1")
+        for line in lines:
+            click.echo(line)
+
+    await run_broker(settings, store, stop=stop, started=started)

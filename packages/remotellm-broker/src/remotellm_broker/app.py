@@ -1,0 +1,157 @@
+"""The broker's application factory.
+
+``create_app`` builds the public app: the OpenAI routes, the relay endpoint, the portal and
+the error middleware. Its shared state (``BrokerState`` under the ``BROKER`` key) is created
+in a cleanup context, so it exists exactly while the app runs and its background task (the
+users.yaml watcher) is stopped with it. ``create_health_app`` (in ``health``) builds the
+separate health app that reports on it.
+
+Shutdown follows aiohttp's sequence: the runner stops listening, then ``_drain`` runs as
+the app's ``on_shutdown`` hook: readiness false, ``goaway`` to every connector, in-flight
+requests get ``shutdown_timeout`` to finish, the rest end with an error, connectors are
+closed with 1001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from remotellm_broker.api import add_api_routes
+from remotellm_broker.config import BrokerSettings
+from remotellm_broker.exchange import request_id_for
+from remotellm_broker.health import create_health_app
+from remotellm_broker.logs import get_logger
+from remotellm_broker.openai_errors import OpenAIError, from_http_exception
+from remotellm_broker.portal import add_portal
+from remotellm_broker.relay import relay_endpoint
+from remotellm_broker.state import BROKER, BrokerState
+from remotellm_broker.users import UserStore
+from remotellm_protocol import DEFAULT_HEARTBEAT_S, CancelReason
+
+__all__ = ["BROKER", "create_app", "create_health_app"]
+
+log = get_logger("remotellm_broker.app")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(
+    settings: BrokerSettings,
+    store: UserStore,
+    *,
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    handshake_timeout_s: float = 10.0,
+    reload_interval_s: float = 0.5,
+) -> web.Application:
+    """The public app (API, relay, portal). Run it with ``handler_cancellation=True`` so a
+    client that disconnects cancels its request (and the model stops generating)."""
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_errors])
+
+    async def broker_state(app: web.Application) -> AsyncIterator[None]:
+        state = BrokerState(
+            settings, store, heartbeat_s=heartbeat_s, handshake_timeout_s=handshake_timeout_s
+        )
+        app[BROKER] = state
+        store.on_change(lambda: _cut_blocked(state))
+        state.spawn(_watch_users(state, reload_interval_s))
+        yield
+        state.begin_shutdown()
+        await state.close_links()
+        await state.aclose()
+
+    app.cleanup_ctx.append(broker_state)
+    app.on_shutdown.append(_drain)
+    add_api_routes(app)
+    app.router.add_get("/v1/relay", relay_endpoint)
+    add_portal(app, settings, store, model_ids=lambda: _model_ids(app))
+    return app
+
+
+def _model_ids(app: web.Application) -> list[str]:
+    state = app.get(BROKER)
+    return [] if state is None else [m.id for m in state.registry.models()]
+
+
+def _cut_blocked(state: BrokerState) -> None:
+    cut = state.cut_blocked()
+    if cut:
+        log.info("blocked user's requests ended", requests=cut)
+
+
+async def _watch_users(state: BrokerState, interval: float) -> None:
+    """Pick up users.yaml edits (CLI or by hand) without a restart."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            changed = state.store.reload_if_changed()
+        except Exception as exc:  # a broken file keeps the last good state; say why
+            log.warning("users file not reloaded", error=str(exc)[:300])
+            continue
+        if changed:
+            _cut_blocked(state)
+
+
+async def _drain(app: web.Application) -> None:
+    state = app.get(BROKER)
+    if state is None:
+        return
+    state.begin_shutdown()
+    if not await state.wait_idle(state.settings.shutdown_timeout):
+        log.warning("shutdown timeout reached; ending requests", in_flight=state.in_flight)
+        state.cut_all(CancelReason.SHUTDOWN)
+        await state.wait_idle(2.0)
+    await state.close_links()
+
+
+def _is_api(request: web.Request) -> bool:
+    path = request.path
+    return (
+        path.startswith("/v1/")
+        or path == "/v1"
+        or path == "/openapi.json"
+        or request.match_info.http_exception is not None
+    )
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """OpenAI-shaped errors for unknown paths and methods and anything unexpected, plus an
+    ``X-Request-ID`` on every response."""
+    try:
+        resp = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not _is_api(request):
+            exc.headers.setdefault("X-Request-ID", request_id_for(request.headers))
+            raise
+        resp = _refused(request, from_http_exception(exc, request.method, request.path))
+    except OpenAIError as err:
+        resp = _refused(request, err)
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        if not _is_api(request):
+            raise
+        log.exception("unhandled error", method=request.method[:20], path=request.path[:200])
+        error = OpenAIError(500, "The server had an error while processing your request.")
+        resp = _refused(request, error)
+    if not resp.prepared and "X-Request-ID" not in resp.headers:
+        resp.headers["X-Request-ID"] = request_id_for(request.headers)
+    return resp
+
+
+def _refused(request: web.Request, error: OpenAIError) -> web.Response:
+    """The error response of a request no route handled, and its log line."""
+    request_id = request_id_for(request.headers)
+    resp = error.response()
+    resp.headers["X-Request-ID"] = request_id
+    log.info(
+        "request",
+        request_id=request_id,
+        method=request.method[:20],
+        path=request.path[:200],
+        status=error.status,
+    )
+    return resp

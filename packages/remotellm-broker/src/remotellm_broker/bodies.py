@@ -1,0 +1,95 @@
+"""Validation of API request bodies, before anything is relayed.
+
+The broker forwards the client's bytes unchanged, so it only needs to know the ``model`` and
+whether the client wants a stream; but it checks the few fields every OpenAI-compatible
+server requires, so that malformed input gets a precise 400 here instead of an unpredictable
+answer from some model server. Anything else (sampling parameters, tools, ...) is the model
+server's business.
+
+Every way a body can be wrong — not UTF-8, not JSON, not an object, nested thousands deep,
+a field of the wrong type — ends as ``OpenAIError(400)`` naming the offending parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from remotellm_broker.openai_errors import OpenAIError
+
+__all__ = ["ParsedBody", "parse_body"]
+
+_ModelId = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class ParsedBody(msgspec.Struct, frozen=True):
+    model: str
+    stream: bool
+
+
+class _Chat(msgspec.Struct):
+    model: _ModelId
+    messages: Annotated[list[Any], msgspec.Meta(min_length=1)]
+    stream: bool | None = None
+
+
+class _Completion(msgspec.Struct):
+    model: _ModelId
+    prompt: str | list[Any] | None = None
+    stream: bool | None = None
+
+
+class _Embedding(msgspec.Struct):
+    model: _ModelId
+    input: str | list[Any]
+
+
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    "/v1/chat/completions": msgspec.json.Decoder(_Chat),
+    "/v1/completions": msgspec.json.Decoder(_Completion),
+    "/v1/embeddings": msgspec.json.Decoder(_Embedding),
+}
+
+
+def parse_body(path: str, body: bytes) -> ParsedBody:
+    """The model and stream flag of a request body for ``path``; ``OpenAIError`` if bad."""
+    if not body:
+        raise _invalid("The request body is empty; send a JSON object.")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _invalid("The request body is not valid UTF-8.") from None
+    try:
+        parsed = _DECODERS[path].decode(body)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(str(exc)) from None
+    except msgspec.DecodeError:
+        raise _invalid(
+            "We could not parse the JSON body of your request. The body must be a JSON object."
+        ) from None
+    except RecursionError:
+        raise _invalid("The JSON body is nested too deeply.") from None
+    stream = bool(getattr(parsed, "stream", False))
+    return ParsedBody(model=parsed.model, stream=stream and not isinstance(parsed, _Embedding))
+
+
+def _invalid(message: str, param: str | None = None) -> OpenAIError:
+    return OpenAIError(400, message, code="invalid_request", param=param)
+
+
+def _validation_error(detail: str) -> OpenAIError:
+    """Turn msgspec's "Expected `str`, got `int` - at `$.model`" into an OpenAI 400."""
+    param: str | None = None
+    if "- at `$." in detail:
+        detail, _, where = detail.rpartition(" - at `$.")
+        param = where.rstrip("`")
+    elif detail.startswith("Object missing required field `"):
+        param = detail.split("`")[1]
+        return _invalid(f"Missing required parameter: '{param}'.", param)
+    elif detail.startswith("Expected `object`"):
+        return _invalid("The request body must be a JSON object.")
+    if detail.startswith("Expected `array` of length >= 1"):
+        return _invalid(f"Invalid '{param}': empty array; expected at least one item.", param)
+    shown = detail.replace("`", "'")
+    return _invalid(f"Invalid type for '{param}': {shown}." if param else f"{shown}.", param)

@@ -1,0 +1,345 @@
+"""Relaying one validated API request to a connector and its response back to the client.
+
+The path of a request: take a slot on a connector (waiting in the fair queue if all are
+busy), send ``open`` (and ``body`` frames), then copy each ``data`` chunk straight to the
+client the moment it arrives and grant credit once it is written.
+
+For a streaming request the SSE headers go out as soon as a connector is chosen, and an SSE
+comment every ``keepalive_interval_s`` until the first byte, so clients and proxies with
+idle timeouts survive a long prefill. Once a response has started, a failure cannot change
+the status any more: a stream gets an SSE ``error`` event and ends without ``[DONE]``; a
+plain response has its connection closed mid-body, so it cannot pass for complete.
+
+Retries: when the chosen connector vanishes before the response started, or answers
+``OVERLOADED``/``GOING_AWAY``, the request goes to another connector (up to
+``MAX_ATTEMPTS``), never twice to the same one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Final
+
+import msgspec
+from aiohttp import web
+
+from remotellm_broker.channel import TICK, Channel, Cut, Item, Lost, Tick
+from remotellm_broker.exchange import CutError, Exchange
+from remotellm_broker.link import ConnectorLink, LinkGone
+from remotellm_broker.openai_errors import (
+    RETRYABLE,
+    OpenAIError,
+    from_cancel,
+    from_stream_error,
+    retry_after_header,
+)
+from remotellm_broker.router import Waiter
+from remotellm_broker.state import BrokerState
+from remotellm_protocol import (
+    BODY_CHUNK_BYTES,
+    CancelReason,
+    Data,
+    End,
+    ErrorCode,
+    Head,
+    Principal,
+)
+
+__all__ = ["MAX_ATTEMPTS", "relay_request"]
+
+MAX_ATTEMPTS: Final = 3
+KEEPALIVE: Final = b": keep-alive\n\n"
+#: How much of an upstream error body is kept to build the client's error message.
+_ERROR_BODY_LIMIT = 64 * 1024
+_FORWARDED_HEADERS = ("Content-Type", "Accept", "User-Agent")
+
+_SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+class _Retry(Exception):
+    """This attempt did not start the response; another connector may take it."""
+
+    def __init__(self, error: OpenAIError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+async def relay_request(
+    request: web.Request, state: BrokerState, ex: Exchange, principal: Principal, body: bytes
+) -> web.StreamResponse:
+    """Relay ``request`` (its validated ``body``) and return the finished response."""
+    return await _Relay(request, state, ex, principal, body).run()
+
+
+class _Relay:
+    def __init__(
+        self,
+        request: web.Request,
+        state: BrokerState,
+        ex: Exchange,
+        principal: Principal,
+        body: bytes,
+    ) -> None:
+        self.request = request
+        self.state = state
+        self.ex = ex
+        self.principal = principal
+        self.body = body
+        self.resp: web.StreamResponse | None = None
+        self.channel = ex.channel = Channel()
+        self.loop = asyncio.get_running_loop()
+        self.deadline = self.loop.time() + state.settings.request_timeout_s
+        self.keepalive: asyncio.TimerHandle | None = None
+        self.head: Head | None = None
+        self.error_body: bytearray | None = None
+        headers = request.headers
+        self.forward_headers = [
+            (name.lower(), headers[name][:1024]) for name in _FORWARDED_HEADERS if name in headers
+        ]
+        self.forward_headers.append(("x-request-id", ex.request_id))
+
+    async def run(self) -> web.StreamResponse:
+        ex, router = self.ex, self.state.router
+        assert ex.model is not None
+        deadline_timer = self.loop.call_at(self.deadline, ex.cut, CancelReason.DEADLINE)
+        tried: list[ConnectorLink] = []
+        error = OpenAIError(503, "No connector is available for this model.", code="no_capacity")
+        try:
+            while len(tried) < MAX_ATTEMPTS:
+                if tried and not router.has_candidate(ex.model, tried):
+                    break
+                link = await self._acquire(tried)
+                try:
+                    return await self._attempt(link)
+                except _Retry as retry:
+                    tried.append(link)
+                    error = retry.error
+            error.headers.update(retry_after_header(None))
+            return await self._fail(error)
+        except OpenAIError as err:
+            return await self._fail(err)
+        finally:
+            deadline_timer.cancel()
+            if self.keepalive is not None:
+                self.keepalive.cancel()
+
+    # -- routing ----------------------------------------------------------------------------
+
+    async def _acquire(self, tried: list[ConnectorLink]) -> ConnectorLink:
+        ex, state = self.ex, self.state
+        assert ex.model is not None
+        assert ex.key_id is not None
+        if ex.cut_reason is not None:
+            raise from_cancel(ex.cut_reason)
+        link = state.router.pick(ex.model, tried)
+        if link is not None:
+            return link
+        future: asyncio.Future[object] = self.loop.create_future()
+
+        def grant(conn: ConnectorLink) -> bool:
+            if future.done():
+                return False
+            future.set_result(conn)
+            return True
+
+        waiter = Waiter(ex.model, ex.key_id, grant, tuple(tried))
+        if not state.router.enqueue(waiter):
+            raise OpenAIError(
+                503,
+                "Too many requests are waiting for this model; try again later.",
+                code="queue_full",
+                headers=retry_after_header(1.0),
+            )
+        ex.waiting = future
+        state.metrics.queued.inc()
+        timeout = min(state.settings.queue_timeout_s, max(self.deadline - self.loop.time(), 0))
+        try:
+            async with asyncio.timeout(timeout):
+                granted = await future
+        except BaseException as exc:
+            state.router.withdraw(waiter)
+            if future.done() and not future.cancelled() and future.exception() is None:
+                state.router.release(future.result())  # type: ignore[arg-type]
+            if isinstance(exc, TimeoutError):
+                raise OpenAIError(
+                    503,
+                    "Every connector serving this model is busy; try again later.",
+                    code="no_capacity",
+                    headers=retry_after_header(max(1.0, state.settings.queue_timeout_s / 10)),
+                ) from None
+            if isinstance(exc, CutError):
+                raise from_cancel(exc.reason) from None
+            raise
+        finally:
+            ex.waiting = None
+            state.metrics.queued.dec()
+        assert isinstance(granted, ConnectorLink)
+        return granted
+
+    # -- one attempt on one connector -------------------------------------------------------
+
+    async def _attempt(self, link: ConnectorLink) -> web.StreamResponse:
+        ex = self.ex
+        ex.attempts += 1
+        ex.connector = link.name
+        remaining_ms = max(int((self.deadline - self.loop.time()) * 1000), 1)
+        try:
+            stream_id = link.open(
+                self.channel,
+                correlation_id=ex.request_id,
+                method=self.request.method,
+                path=self.request.path,
+                principal=self.principal,
+                headers=self.forward_headers,
+                deadline_ms=remaining_ms,
+                body=self.body,
+            )
+        except LinkGone:
+            self.state.router.release(link)
+            raise _Retry(OpenAIError(503, "The connector went away.", code="no_capacity")) from None
+        try:
+            if ex.stream and self.resp is None:
+                await self._start_sse()
+            if len(self.body) > BODY_CHUNK_BYTES:
+                await link.send_body(stream_id, self.body)
+            self.head = None
+            self.error_body = None
+            return await self._pump(link, stream_id)
+        except asyncio.CancelledError:
+            link.cancel(stream_id, CancelReason.CLIENT_GONE)
+            ex.status = 499
+            raise
+        except ConnectionError:  # a write found the client gone before aiohttp noticed
+            link.cancel(stream_id, CancelReason.CLIENT_GONE)
+            ex.status = 499
+            assert self.resp is not None
+            return self.resp
+        finally:
+            link.detach(stream_id)
+
+    async def _pump(self, link: ConnectorLink, stream_id: int) -> web.StreamResponse:
+        """Copy the stream's events to the client until it ends."""
+        ex, channel = self.ex, self.channel
+        while True:
+            item = await channel.get()
+            if type(item) is Data:  # the hot path: one write, maybe one credit frame
+                chunk = item.chunk
+                resp = self.resp
+                if self.error_body is None and resp is not None:
+                    if ex.ttft_s is None:
+                        ex.ttft_s = time.perf_counter() - ex.started
+                    await resp.write(chunk)
+                    ex.nbytes += len(chunk)
+                elif self.error_body is not None:
+                    self.error_body += chunk[: _ERROR_BODY_LIMIT - len(self.error_body)]
+                link.acknowledge(stream_id, len(chunk))
+            elif type(item) is End:
+                return await self._end(item)
+            else:
+                await self._event(link, stream_id, item)
+
+    async def _event(self, link: ConnectorLink, stream_id: int, item: Item) -> None:
+        """Everything but ``data`` and ``end``: head, connection lost, cut, keep-alive tick."""
+        ex = self.ex
+        if isinstance(item, Head):
+            self.head = item
+            if ex.stream and item.status >= 400:
+                self.error_body = bytearray()  # becomes an SSE error event at the end
+            elif not ex.stream:
+                await self._start_plain(item)
+        elif isinstance(item, Lost):
+            if self.head is None:
+                raise _Retry(OpenAIError(503, "The connector disconnected.", code="no_capacity"))
+            raise OpenAIError(
+                502,
+                "The connection to the model broke off mid-response.",
+                code="upstream_interrupted",
+            )
+        elif isinstance(item, Cut):
+            link.cancel(stream_id, item.reason)
+            raise from_cancel(item.reason)
+        elif isinstance(item, Tick) and self.resp is not None and ex.stream and not ex.nbytes:
+            await self.resp.write(KEEPALIVE)
+            self._arm_keepalive()
+
+    async def _end(self, end: End) -> web.StreamResponse:
+        ex, head = self.ex, self.head
+        ex.usage = end.usage
+        if end.error is not None:
+            err = from_stream_error(end.error)
+            if head is None and ErrorCode.parse(end.error.code) in RETRYABLE:
+                raise _Retry(err)
+            raise err
+        if head is not None and self.error_body is not None:
+            raise _upstream_error(head.status, bytes(self.error_body))
+        ex.status = 200 if head is None or ex.stream else head.status
+        resp = self.resp
+        assert resp is not None
+        await resp.write_eof()
+        return resp
+
+    # -- responses --------------------------------------------------------------------------
+
+    def _arm_keepalive(self) -> None:
+        interval = self.state.settings.keepalive_interval_s
+        self.keepalive = self.loop.call_later(interval, self.channel.push, TICK)
+
+    async def _start_sse(self) -> None:
+        resp = web.StreamResponse(status=200, headers={**self.ex.headers, **_SSE_HEADERS})
+        self.resp = resp
+        await resp.prepare(self.request)
+        self._arm_keepalive()
+
+    async def _start_plain(self, head: Head) -> web.StreamResponse:
+        content_type = "application/json"
+        for name, value in head.headers:
+            if name.lower() == "content-type":
+                content_type = value
+        resp = self.resp = web.StreamResponse(status=head.status, headers=self.ex.headers)
+        resp.headers["Content-Type"] = content_type
+        await resp.prepare(self.request)
+        return resp
+
+    async def _fail(self, err: OpenAIError) -> web.StreamResponse:
+        """End the request with ``err`` in whatever form the response still allows."""
+        self.ex.status = err.status
+        resp = self.resp
+        if resp is None:
+            raise err
+        try:
+            if self.ex.stream:
+                await resp.write(err.sse_event())
+                await resp.write_eof()
+            else:
+                resp.force_close()
+                transport = self.request.transport
+                if transport is not None:
+                    transport.close()  # a body cut short: the client must not see it complete
+        except ConnectionError:
+            self.ex.status = 499
+        return resp
+
+
+def _upstream_error(status: int, body: bytes) -> OpenAIError:
+    """The model server's own error (non-2xx head on a stream), in OpenAI's shape."""
+    message = f"The model server answered HTTP {status}."
+    code: str | None = "upstream_error"
+    try:
+        data = msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        message = error["message"][:1000]
+        code = error["code"] if isinstance(error.get("code"), str) else code
+    elif isinstance(error, str):
+        message = error[:1000]
+    elif isinstance(data, dict) and isinstance(data.get("detail"), str):
+        message = data["detail"][:1000]
+    status = status if 400 <= status <= 599 else 502
+    return OpenAIError(status, message, code=code)

@@ -1,0 +1,177 @@
+"""The relay endpoint ``/v1/relay``: where connectors dial in.
+
+The upgrade is refused over plain HTTP before any frame when the connector token is wrong
+(401), when the request is not a WebSocket upgrade (400) or when the connector speaks no
+wire version we do (426). After the upgrade the connector must send ``hello`` within the
+handshake timeout; the broker answers ``welcome`` with the limits in force and registers the
+connector, replacing a stale connection of the same name at once.
+
+Liveness is WebSocket ping/pong (aiohttp's ``heartbeat``): a connector that stops answering
+is dropped after one and a half heartbeat periods, and every stream in flight on it ends
+with an error (or is retried elsewhere when nothing was sent yet). A peer that breaks the
+protocol gets the close code of its ``RemoteProtocolError`` and one warning line.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import WSMsgType, web
+
+from remotellm_broker.link import ConnectorLink
+from remotellm_broker.logs import get_logger
+from remotellm_broker.openai_errors import OpenAIError
+from remotellm_broker.state import BROKER, BrokerState
+from remotellm_protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
+    BrokerSession,
+    CloseCode,
+    Hello,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Welcome,
+    choose_subprotocol,
+)
+from remotellm_protocol.limits import HELLO_MAX_FRAME_BYTES
+
+__all__ = ["relay_endpoint"]
+
+log = get_logger("remotellm_broker.relay")
+
+_MAX_NAME = 128
+_CLOSE_TIMEOUT_S = 2.0
+
+
+def _bearer(request: web.Request) -> str | None:
+    value = request.headers.get("Authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+async def relay_endpoint(request: web.Request) -> web.StreamResponse:
+    """Accept one connector connection and serve it until it closes."""
+    state = request.app[BROKER]
+    token_name = state.connector_token_name(_bearer(request))
+    if token_name is None:
+        raise OpenAIError(401, "Invalid or missing connector token.", code="invalid_token")
+    if state.draining:
+        raise OpenAIError(503, "The broker is shutting down.", code="server_shutting_down")
+    offered = [
+        name.strip()
+        for header in request.headers.getall("Sec-WebSocket-Protocol", [])
+        for name in header.split(",")
+    ]
+    chosen = choose_subprotocol(offered)
+    ws = web.WebSocketResponse(
+        protocols=(chosen,) if chosen else (),
+        heartbeat=state.heartbeat_s,
+        autoping=True,
+        compress=False,
+        max_msg_size=max(DEFAULT_MAX_FRAME_BYTES, HELLO_MAX_FRAME_BYTES) + 1024,
+        timeout=_CLOSE_TIMEOUT_S,
+    )
+    if not ws.can_prepare(request).ok:
+        raise OpenAIError(400, "Expected a WebSocket upgrade.", code="websocket_required")
+    if chosen is None:
+        raise OpenAIError(
+            426,
+            "No common relay protocol version: this broker speaks remotellm.v1.",
+            code="unsupported_protocol",
+            headers={"Upgrade": "websocket"},
+        )
+    await ws.prepare(request)
+    link = await _handshake(state, ws, request)
+    if link is None:
+        return ws
+    log.info(
+        "connector connected",
+        connector=link.name,
+        session_id=link.session_id,
+        token=token_name,
+        version=link.version[:40],
+        models=sorted(link.models)[:50],
+        max_streams=link.max_streams,
+        remote=request.remote,
+    )
+    writer = state.spawn(link.run_writer())
+    try:
+        await _read(ws, link)
+    finally:
+        state.remove_link(link)
+        writer.cancel()
+        log.info("connector disconnected", connector=link.name, session_id=link.session_id)
+    return ws
+
+
+async def _handshake(
+    state: BrokerState, ws: web.WebSocketResponse, request: web.Request
+) -> ConnectorLink | None:
+    """Read ``hello``, answer ``welcome``, register the link; None if the peer failed."""
+    session = BrokerSession()
+    msg = await ws.receive(timeout=state.handshake_timeout_s)
+    if msg.type is not WSMsgType.BINARY:
+        code = (
+            CloseCode.HANDSHAKE_TIMEOUT if msg.type is WSMsgType.ERROR else CloseCode.PROTOCOL_ERROR
+        )
+        if msg.type not in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+            log.warning("connector handshake failed", remote=request.remote, got=msg.type.name)
+            await ws.close(code=code, message=b"expected hello")
+        return None
+    try:
+        hello = session.receive(msg.data)
+        if not isinstance(hello, Hello):  # pragma: no cover - the session guarantees it
+            raise RemoteProtocolError("expected hello")
+        if not hello.name or len(hello.name) > _MAX_NAME or not hello.name.isprintable():
+            raise RemoteProtocolError("hello.name must be 1-128 printable characters")
+    except RemoteProtocolError as err:
+        log.warning("connector protocol error", remote=request.remote, error=err.message[:200])
+        await ws.close(code=err.close_code, message=err.message[:120].encode())
+        return None
+    session_id = uuid.uuid4().hex
+    welcome = Welcome(
+        session_id=session_id,
+        max_frame_bytes=DEFAULT_MAX_FRAME_BYTES,
+        initial_window=state.settings.stream_window,
+        heartbeat_s=state.heartbeat_s,
+    )
+    await ws.send_bytes(session.send(welcome))
+    link = ConnectorLink(
+        ws=ws,
+        session=session,
+        hello=hello,
+        session_id=session_id,
+        on_release=state.release,
+        on_models=state.models_changed,
+    )
+    if state.draining:
+        link.go_away()
+    replaced = state.add_link(link)
+    if replaced is not None:
+        log.info("connector replaced", connector=link.name, old_session_id=replaced.session_id)
+    return link
+
+
+async def _read(ws: web.WebSocketResponse, link: ConnectorLink) -> None:
+    """Feed every message to the link until the socket closes or the peer misbehaves."""
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.BINARY:
+                link.feed(msg.data)
+            elif msg.type is WSMsgType.ERROR:
+                return
+            else:
+                raise RemoteProtocolError(f"unexpected {msg.type.name.lower()} message")
+    except RemoteProtocolError as err:
+        log.warning(
+            "connector protocol error",
+            connector=link.name,
+            session_id=link.session_id,
+            error=err.message[:200],
+            close_code=int(err.close_code),
+        )
+        link.lost()
+        await ws.close(code=err.close_code, message=err.message[:120].encode())
+    except LocalProtocolError as err:  # a bug on our side: drop the connection, say why
+        log.error("relay bug", connector=link.name, error=err.message[:200])
+        link.lost()
+        await ws.close(code=CloseCode.INTERNAL_ERROR, message=b"internal error")

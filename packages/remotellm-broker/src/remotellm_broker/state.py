@@ -1,0 +1,189 @@
+"""Everything one broker process shares across requests, created once per app.
+
+``BrokerState`` wires the pure parts (registry, router, rate limits) to the live ones (the
+user store, connector links, requests in flight) and owns the few background tasks. It is
+stored on the app under ``BROKER`` by the app's cleanup context and reached from every
+handler through ``request.app[BROKER]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from remotellm_broker.config import BrokerSettings
+from remotellm_broker.exchange import Exchange
+from remotellm_broker.link import ConnectorLink
+from remotellm_broker.logs import get_logger
+from remotellm_broker.metrics import Metrics
+from remotellm_broker.ratelimit import RateLimiter, StreamSlots
+from remotellm_broker.registry import Registry
+from remotellm_broker.router import Router
+from remotellm_broker.users import UserStore
+from remotellm_protocol import CancelReason, CloseCode, ModelInfo
+
+__all__ = ["BROKER", "BrokerState"]
+
+log = get_logger("remotellm_broker.state")
+
+
+class BrokerState:
+    """Shared state of the broker: connectors, routing, limits, requests in flight."""
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        store: UserStore,
+        *,
+        heartbeat_s: float,
+        handshake_timeout_s: float,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.heartbeat_s = heartbeat_s
+        self.handshake_timeout_s = handshake_timeout_s
+        self.started_at = int(time.time())
+        self.registry: Registry[ConnectorLink] = Registry()
+        self.router: Router[ConnectorLink] = Router(self.registry, settings.queue_max)
+        self.metrics = Metrics()
+        self.limiter = RateLimiter()
+        self.slots = StreamSlots()
+        #: False from the moment shutdown begins (``/readyz`` answers 503).
+        self.ready = True
+        self.draining = False
+        self._exchanges: dict[str, set[Exchange]] = {}
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- connectors -------------------------------------------------------------------------
+
+    def connector_token_name(self, token: str | None) -> str | None:
+        """The name of a valid connector token (users.yaml or the environment), or None."""
+        if not token or not token.isascii() or not token.isprintable():
+            return None
+        return self.store.check_connector_token(token)
+
+    def add_link(self, link: ConnectorLink) -> ConnectorLink | None:
+        """Register a connector after its handshake; a stale one of the same name is
+        replaced at once (its streams end, its socket closes with ``REPLACED``)."""
+        replaced = self.registry.add(link)
+        if replaced is not None:
+            replaced.lost()
+            self.spawn(replaced.ws.close(code=CloseCode.REPLACED, message=b"replaced"))
+        self.metrics.connectors.set(len(self.registry))
+        self.router.offer(link)
+        return replaced
+
+    def remove_link(self, link: ConnectorLink) -> None:
+        self.registry.remove(link)
+        link.lost()
+        self.metrics.connectors.set(len(self.registry))
+
+    def release(self, link: ConnectorLink) -> None:
+        """A stream on ``link`` ended (the link's callback)."""
+        self.router.release(link)
+
+    def models_changed(self, link: ConnectorLink, models: Sequence[ModelInfo]) -> None:
+        self.registry.update_models(link, models)
+        self.router.offer(link)
+
+    # -- requests in flight -----------------------------------------------------------------
+
+    def track(self, ex: Exchange) -> None:
+        assert ex.key_id is not None
+        self._exchanges.setdefault(ex.key_id, set()).add(ex)
+        self._in_flight += 1
+        self._idle.clear()
+        self.metrics.active_streams.inc()
+
+    def untrack(self, ex: Exchange) -> None:
+        assert ex.key_id is not None
+        group = self._exchanges.get(ex.key_id)
+        if group is None or ex not in group:
+            return
+        group.discard(ex)
+        if not group:
+            del self._exchanges[ex.key_id]
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+        self.metrics.active_streams.dec()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def cut_blocked(self) -> int:
+        """End the requests of users who are now blocked (users.yaml changed); how many."""
+        cut = 0
+        for group in list(self._exchanges.values()):
+            secret = next(iter(group)).secret
+            identity = self.store.authenticate(secret) if secret else None
+            if identity is not None and identity.blocked:
+                for ex in list(group):
+                    ex.cut(CancelReason.USER_BLOCKED)
+                    cut += 1
+        return cut
+
+    def cut_all(self, reason: CancelReason) -> None:
+        for group in list(self._exchanges.values()):
+            for ex in list(group):
+                ex.cut(reason)
+
+    async def wait_idle(self, within: float) -> bool:
+        """Wait up to ``within`` seconds until no request is in flight; False if some remain."""
+        try:
+            async with asyncio.timeout(within):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """Readiness false, ``goaway`` to every connector, queued requests fail now."""
+        if self.draining:
+            return
+        self.ready = False
+        self.draining = True
+        for link in self.registry:
+            link.go_away()
+        for group in list(self._exchanges.values()):
+            for ex in list(group):
+                if ex.waiting is not None and not ex.waiting.done():
+                    ex.cut(CancelReason.SHUTDOWN)
+        log.info("shutdown started", in_flight=self._in_flight, connectors=len(self.registry))
+
+    async def close_links(self, code: int = CloseCode.GOING_AWAY) -> None:
+        """Close every connector socket (after draining)."""
+        links = list(self.registry)
+        await asyncio.gather(
+            *(link.ws.close(code=code, message=b"broker shutting down") for link in links),
+            return_exceptions=True,
+        )
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run a background job owned by the broker (cancelled at cleanup)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+#: The app key under which the app's cleanup context stores the state.
+BROKER = web.AppKey("remotellm_broker.state", BrokerState)
