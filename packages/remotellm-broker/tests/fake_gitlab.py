@@ -21,7 +21,7 @@ import hashlib
 import html
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -94,24 +94,26 @@ class FakeGitLab:
     # -- the app ----------------------------------------------------------------------------
 
     def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._down_middleware])
+        @web.middleware
+        async def down(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            if self.down:  # what GitLab's nginx says when Puma is gone
+                body = "<html><head><title>502 Bad Gateway</title></head><body>502</body></html>"
+                return web.Response(status=502, text=body, content_type="text/html")
+            return await handler(request)
+
+        app = web.Application(middlewares=[down])
         app.router.add_get("/oauth/authorize", self._authorize)
         app.router.add_post("/oauth/authorize", self._authorize_decision)
         app.router.add_post("/oauth/token", self._token)
         app.router.add_get("/api/v4/user", self._api_user)
         return app
 
-    @web.middleware
-    async def _down_middleware(
-        self, request: web.Request, handler: web.RequestHandler
-    ) -> web.StreamResponse:
-        if self.down:
-            body = "<html><head><title>502 Bad Gateway</title></head><body>502</body></html>"
-            return web.Response(status=502, text=body, content_type="text/html")
-        return await handler(request)
-
     async def _authorize(self, request: web.Request) -> web.Response:
         params = dict(request.query)
+        if request.method == "HEAD":  # a liveness probe, not a login
+            return web.Response(status=400)
         self.authorize_requests.append(params)
         problem = self._check_client_and_redirect(params)
         if problem:
@@ -250,6 +252,11 @@ class FakeGitLab:
                 "bot": False,
             }
         )
+
+    def expire_codes(self) -> None:
+        """Every authorization code handed out so far expires (as after GitLab's ten minutes)."""
+        for grant in self._grants.values():
+            grant.expires_at = 0.0
 
     # -- running it ----------------------------------------------------------------------------
 

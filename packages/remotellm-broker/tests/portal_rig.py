@@ -19,8 +19,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from fake_gitlab import FakeGitLab
 
+from fake_gitlab import FakeGitLab
 from remotellm_broker.config import BrokerSettings
 from remotellm_broker.portal import add_portal
 from remotellm_broker.users import UserStore
@@ -74,16 +74,15 @@ class Browser:
         await self.http.close()
 
     def _url(self, path_or_url: str) -> str:
-        return path_or_url if "://" in path_or_url else self.base_url + path_or_url
+        absolute = path_or_url.startswith(("http://", "https://"))
+        return path_or_url if absolute else self.base_url + path_or_url
 
     async def get(self, path_or_url: str, **kwargs: Any) -> Page:
         async with self.http.get(self._url(path_or_url), allow_redirects=False, **kwargs) as r:
             return await _page(r)
 
     async def post(self, path: str, data: dict[str, str], **kwargs: Any) -> Page:
-        async with self.http.post(
-            self._url(path), data=data, allow_redirects=False, **kwargs
-        ) as r:
+        async with self.http.post(self._url(path), data=data, allow_redirects=False, **kwargs) as r:
             return await _page(r)
 
     async def start_login(self) -> str:

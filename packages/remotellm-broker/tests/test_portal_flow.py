@@ -6,7 +6,6 @@ from pathlib import Path
 
 from fake_gitlab import GitLabUser
 from portal_rig import running_portal
-
 from remotellm_broker.keys import display_prefix
 
 

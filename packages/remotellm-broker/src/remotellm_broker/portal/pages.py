@@ -9,6 +9,7 @@ broker itself, no framing. Pages are ``no-store``: one of them shows an API key.
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +26,22 @@ _env = Environment(
 )
 
 
+def _when(timestamp: str | None) -> str:
+    """users.yaml's ISO-8601 UTC times, the way a person reads them."""
+    if not timestamp:
+        return ""
+    try:
+        moment = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return timestamp
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+_env.filters["when"] = _when
+
+
 def security_headers(nonce: str) -> dict[str, str]:
     csp = (
         "default-src 'none'; "
@@ -36,7 +53,7 @@ def security_headers(nonce: str) -> dict[str, str]:
         "Content-Security-Policy": csp,
         "Cache-Control": "no-store",
         "Pragma": "no-cache",
-        "Referrer-Policy": "no-referrer",
+        "Referrer-Policy": "same-origin",  # no-referrer would make POSTs carry "Origin: null"
         "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": "DENY",
     }

@@ -26,7 +26,7 @@ from aiohttp_session import Session, get_session
 
 from remotellm_broker.__about__ import __version__
 from remotellm_broker.portal.csrf import CSRF_FIELD, csrf_matches
-from remotellm_broker.portal.examples import example_model, listed_models
+from remotellm_broker.portal.examples import PLACEHOLDER_MODEL, example_model, listed_models
 from remotellm_broker.portal.oauth import (
     BadCallback,
     GitLabOAuth,
@@ -125,6 +125,7 @@ class Portal:
             rotated=rotated,
             model=example_model(models),
             models=listed_models(models),
+            placeholder_model=PLACEHOLDER_MODEL,
             forget_url=True,
         )
 
