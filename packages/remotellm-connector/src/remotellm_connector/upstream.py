@@ -59,7 +59,9 @@ class UpstreamResponse:
     def __init__(self, resp: aiohttp.ClientResponse, usage_mode: UsageMode) -> None:
         self.status = resp.status
         self.headers = [
-            (k, v) for k, v in resp.headers.items() if k.lower() not in DROP_RESPONSE_HEADERS
+            (name, v)
+            for k, v in resp.headers.items()
+            if (name := k.lower()) not in DROP_RESPONSE_HEADERS  # str, not multidict's istr
         ]
         #: How to read usage from this body (``SNIFF`` after the stream_options fallback).
         self.usage_mode = usage_mode
