@@ -1,9 +1,9 @@
-"""Test rig for the portal: a broker app with the portal on 127.0.0.1, a fake GitLab next to it,
-and a cookie-keeping HTTP "browser" that walks the OAuth redirects one hop at a time.
+"""Test rig for the portal: the broker's real public app (``create_app``: API, relay, portal)
+on 127.0.0.1, a fake GitLab next to it, and a cookie-keeping HTTP "browser" that walks the
+OAuth redirects one hop at a time.
 
-The app is the broker's real public app when ``remotellm_broker.app`` provides one, so a key
-from the success page can be tried against ``/v1/models``; otherwise a bare app with only the
-portal mounted.
+The public URL must be known before the app is built (it is the OAuth redirect URI), so the
+rig binds its socket first and serves the app on it.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import aiohttp
 from aiohttp import web
 
 from fake_gitlab import FakeGitLab
+from remotellm_broker.app import create_app
 from remotellm_broker.config import BrokerSettings
-from remotellm_broker.portal import add_portal
 from remotellm_broker.users import UserStore
 
 SESSION_SECRET = "portal-tests-session-secret-0123456789abcdef"
@@ -32,10 +32,8 @@ CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 AppFactory = Callable[[BrokerSettings, UserStore], web.Application]
 
 
-def portal_only_app(settings: BrokerSettings, store: UserStore) -> web.Application:
-    app = web.Application()
-    add_portal(app, settings, store)
-    return app
+def broker_app(settings: BrokerSettings, store: UserStore) -> web.Application:
+    return create_app(settings, store, reload_interval_s=0.05)
 
 
 @dataclass
@@ -126,6 +124,11 @@ class PortalRig:
     settings: BrokerSettings
     url: str
     browsers: list[Browser]
+    app: web.Application
+
+    @property
+    def relay_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/v1/relay"
 
     def browser(self) -> Browser:
         browser = Browser(self.url)
@@ -137,7 +140,7 @@ class PortalRig:
 async def running_portal(
     tmp_path: Path,
     *,
-    app_factory: AppFactory = portal_only_app,
+    app_factory: AppFactory = broker_app,
     public_host: str = "127.0.0.1",
     scheme: str = "http",
     **overrides: Any,
@@ -163,9 +166,10 @@ async def running_portal(
     fields.update(overrides)
     settings = BrokerSettings(**fields)
     store = UserStore(tmp_path / "users.yaml")
-    runner = web.AppRunner(app_factory(settings, store), access_log=None)
+    app = app_factory(settings, store)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
-    rig = PortalRig(fake, store, settings, f"http://127.0.0.1:{port}", [])
+    rig = PortalRig(fake, store, settings, f"http://127.0.0.1:{port}", [], app)
     try:
         await web.SockSite(runner, sock).start()
         yield rig
