@@ -158,7 +158,12 @@ async def _relayed(request: web.Request, ex: Exchange) -> web.StreamResponse:
             code="server_shutting_down",
             headers=retry_after_header(1.0),
         )
-    body = await request.read()
+    try:
+        body = await request.read()
+    except web.RequestPayloadError:
+        raise OpenAIError(
+            400, "The request body could not be read (bad encoding or framing).", code="invalid_request"
+        ) from None
     parsed = parse_body(request.path, body)
     ex.stream = parsed.stream
     if not state.registry.serving(parsed.model):

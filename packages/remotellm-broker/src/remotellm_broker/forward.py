@@ -119,7 +119,8 @@ class _Relay:
                 except _Retry as retry:
                     tried.append(link)
                     error = retry.error
-            error.headers.update(retry_after_header(None))
+            if "Retry-After" not in error.headers:
+                error.headers.update(retry_after_header(None))
             return await self._fail(error)
         except OpenAIError as err:
             return await self._fail(err)
