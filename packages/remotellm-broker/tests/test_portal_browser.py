@@ -24,7 +24,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from broker_rig import wait_for
+from connector_peer import ConnectorPeer
 from portal_rig import PortalRig, running_portal
+from remotellm_broker.app import BROKER
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -33,6 +36,7 @@ ARTIFACTS = REPO / "test-artifacts" / "portal"
 DESKTOP = (1100, 800)
 PHONE = (390, 844)
 WAIT_S = 10.0
+MODELS = ("llama3.1:8b", "qwen2.5-coder:7b")  # served by a connector, shown on the key page
 
 
 @contextmanager
@@ -147,6 +151,7 @@ def _walk_the_portal(rig: PortalRig) -> None:
         assert key.startswith("sk-")
         assert len(key) == 35
         assert rig.store.authenticate(key) is not None
+        assert driver.find_element(By.ID, "cline-model").text == "llama3.1:8b"
         # the page replaced its URL: a reload must not resubmit the used callback
         assert driver.current_url == rig.url + "/"
 
@@ -189,4 +194,16 @@ def _walk_the_portal(rig: PortalRig) -> None:
 async def test_a_real_browser_logs_in_and_copies_its_key(tmp_path: Path) -> None:
     async with running_portal(tmp_path) as rig:
         rig.fake.approval = "button"
-        await asyncio.to_thread(_walk_the_portal, rig)
+        token = rig.store.create_connector_token("home-gpu")
+        peer = ConnectorPeer(rig.relay_url, token, name="home-gpu", models=MODELS)
+        await peer.connect()
+        try:
+            await wait_for(lambda: set(MODELS) <= set(_served(rig)))
+            await asyncio.to_thread(_walk_the_portal, rig)
+        finally:
+            await peer.close()
+
+
+def _served(rig: PortalRig) -> list[str]:
+    state = rig.app.get(BROKER)
+    return [] if state is None else [m.id for m in state.registry.models()]
