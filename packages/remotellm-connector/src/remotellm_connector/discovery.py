@@ -188,9 +188,17 @@ async def _ollama_context(
 class ModelWatcher:
     """Keeps ``models`` and ``reachable`` current; ``version`` counts announced changes."""
 
-    def __init__(self, upstream: Upstream, *, autodetect: bool, interval: float) -> None:
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        autodetect: bool,
+        interval: float,
+        candidates: Sequence[tuple[str, str]] = CANDIDATES,
+    ) -> None:
         self.upstream = upstream
         self.autodetect = autodetect
+        self.candidates = candidates
         self.interval = interval
         self.models: list[ModelInfo] = []
         self.model_ids: frozenset[str] = frozenset()
@@ -205,7 +213,9 @@ class ModelWatcher:
     async def refresh(self) -> None:
         """Read the model list once (finding the server first when autodetecting)."""
         if self.upstream.base_url is None or (self.autodetect and not self.reachable):
-            found = await detect_llm(self.upstream.session, self.upstream.auth_headers())
+            found = await detect_llm(
+                self.upstream.session, self.upstream.auth_headers(), self.candidates
+            )
             if found is not None and found[1] != self.upstream.base_url:
                 self.server, self.upstream.base_url = found
                 self._cache.clear()
