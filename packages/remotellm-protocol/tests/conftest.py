@@ -3,6 +3,8 @@ for ``st.from_type(Data)`` or ``st.from_type(Frame)`` and gets well-typed values
 can carry, optional fields sometimes None and sometimes set. Their values are arbitrary: the
 sessions must reject the nonsensical ones with a protocol error, and nothing else."""
 
+import os
+
 import hypothesis.strategies as st
 from hypothesis import settings
 
@@ -24,9 +26,13 @@ from remotellm_protocol import (
     Welcome,
 )
 
-# Shared machine, two cores: keep the property tests quick and their runtime steady.
-settings.register_profile("remotellm-protocol", max_examples=60, deadline=None)
-settings.load_profile("remotellm-protocol")
+# Tests must be deterministic (the same examples on every run, no .hypothesis/ database in
+# the tree) and quick on a shared two-core machine. HYPOTHESIS_PROFILE=deep explores more.
+settings.register_profile(
+    "remotellm-protocol", max_examples=60, deadline=None, derandomize=True, database=None
+)
+settings.register_profile("deep", max_examples=2000, deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "remotellm-protocol"))
 
 #: Integers msgpack can carry: int64 and uint64.
 wire_ints = st.integers(min_value=-(2**63), max_value=2**64 - 1)

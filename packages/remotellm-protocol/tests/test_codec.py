@@ -258,7 +258,7 @@ def test_the_depth_check_leaves_malformed_input_to_the_decoder() -> None:
     assert _too_deep(b"\x91" * 5 + b"\xc1", 2) is True  # too deep before it gets there
     assert _too_deep(b"\x91\x91\xc1\x91\x91\x91", 2) is False
     assert _too_deep(b"\x91\x91\x91", 2) is True
-    assert _too_deep(b"\x92\x01\x91\x91", 3) is False  # truncated: the decoder will say so
+    assert _too_deep(b"\x94\x90\x90\x90", 2) is False  # truncated: the decoder will say so
     assert _too_deep(b"\x01\x91\x91\x91\x91", 2) is False  # what follows is trailing garbage
 
 

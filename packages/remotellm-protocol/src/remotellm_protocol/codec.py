@@ -48,8 +48,9 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX_FRAME_BYTES) -> Frame:
         raise RemoteProtocolError(f"malformed frame: nested deeper than {MAX_NESTING_DEPTH}")
     try:
         return _decoder.decode(data)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        # RecursionError only if the caller's own stack is nearly exhausted.
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        # msgspec raises UnicodeDecodeError, not DecodeError, for a str that is not UTF-8;
+        # RecursionError only comes when the caller's own stack is nearly exhausted.
         raise RemoteProtocolError(f"malformed frame: {exc}") from None
 
 
