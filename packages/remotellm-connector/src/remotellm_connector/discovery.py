@@ -73,7 +73,8 @@ async def _model_list(
     except LLMError:
         raise
     except aiohttp.ClientConnectorError as exc:
-        why = exc.os_error.strerror or str(exc)
+        refused = isinstance(exc.os_error, ConnectionRefusedError)
+        why = "connection refused" if refused else exc.os_error.strerror or str(exc)
         raise LLMError(f"cannot connect to {base_url}: {why}", kind="refused") from None
     except TimeoutError:
         raise LLMError(

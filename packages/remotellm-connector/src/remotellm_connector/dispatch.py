@@ -187,8 +187,7 @@ class Dispatcher:
     def _reap(self, stream: _Stream) -> None:
         del self.streams[stream.id]
         self.metrics.active_streams.dec()
-        if stream.admitted:
-            self.policy.release(stream.open.principal)
+        self._release(stream)
         if not self.streams:
             self._idle.set()
 
@@ -278,6 +277,7 @@ class Dispatcher:
             if rest:
                 await self._data(stream, rest)
         rec.usage = tap.usage
+        self._release(stream)
         await self._send(End(stream=stream.id, usage=rec.usage))
 
     async def _data(self, stream: _Stream, chunk: bytes) -> None:
@@ -298,7 +298,15 @@ class Dispatcher:
             stream.nbytes += room
             chunk = chunk[room:]
 
+    def _release(self, stream: _Stream) -> None:
+        """Give the policy slot back just before ``end``: once the broker sees it, it may open
+        the next stream, and that one must not be refused for a slot this one still held."""
+        if stream.admitted:
+            stream.admitted = False
+            self.policy.release(stream.open.principal)
+
     async def _end(self, stream: _Stream, *, error: StreamError) -> None:
+        self._release(stream)
         with contextlib.suppress(RelayGone):
             await self._send(End(stream=stream.id, error=error))
 

@@ -170,5 +170,7 @@ class Upstream:
 
 def _why(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return "connection refused"
         return exc.os_error.strerror or str(exc.os_error) or type(exc).__name__
     return str(exc) or type(exc).__name__
