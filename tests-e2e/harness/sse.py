@@ -7,6 +7,7 @@ the exact bytes.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -89,7 +90,9 @@ async def post_raw(
     timeout = aiohttp.ClientTimeout(total=within)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         start = time.monotonic()
-        async with session.post(url, data=data, headers=sent) as response:
+        # A file object: aiohttp warns (an error here) about big raw bytes blocking the loop.
+        payload = io.BytesIO(data) if len(data) > 1024 * 1024 else data
+        async with session.post(url, data=payload, headers=sent) as response:
             async for chunk in response.content.iter_any():
                 chunks.append((time.monotonic() - start, chunk))
             return RawResponse(
