@@ -16,8 +16,8 @@ from typing import Any
 
 import aiohttp
 import openai
-from connector_peer import ConnectorPeer
 
+from connector_peer import ConnectorPeer
 from remotellm_broker.app import BROKER
 from remotellm_broker.config import BrokerSettings
 from remotellm_broker.serve import Bound, run_broker
@@ -76,10 +76,11 @@ class Rig:
         await asyncio.wait_for(self.task, 30)
 
 
-async def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> None:
-    """Poll ``predicate`` until true (for state that settles asynchronously)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
+async def wait_for(predicate: Any, within: float = 5.0, interval: float = 0.01) -> None:
+    """Poll ``predicate`` until true (for state that settles asynchronously, across tasks
+    and sockets, where no single event could be awaited)."""
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(interval)
 
 

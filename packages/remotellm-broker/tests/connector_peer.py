@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+
 from remotellm_protocol import (
     SUBPROTOCOLS,
     Body,
@@ -45,9 +46,8 @@ def sse_chunks(n: int, *, model: str = "m", done: bool = True) -> list[bytes]:
     """``n`` OpenAI-style chat chunks ``tok0``.. and ``data: [DONE]``."""
     chunks = [
         (
-            'data: {"id":"c1","object":"chat.completion.chunk","model":"%s",'
-            '"choices":[{"index":0,"delta":{"content":"tok%d "},"finish_reason":null}]}\n\n'
-            % (model, i)
+            f'data: {{"id":"c1","object":"chat.completion.chunk","model":"{model}",'
+            f'"choices":[{{"index":0,"delta":{{"content":"tok{i} "}},"finish_reason":null}}]}}\n\n'
         ).encode()
         for i in range(n)
     ]
@@ -65,7 +65,9 @@ def serve_sse(n: int = 3, gap: float = 0.0, usage: Usage | None = None) -> Scrip
             if gap:
                 await asyncio.sleep(gap)
             await stream.data(chunk)
-        await stream.end(usage=usage or Usage(prompt_tokens=5, completion_tokens=n, total_tokens=n + 5))
+        await stream.end(
+            usage=usage or Usage(prompt_tokens=5, completion_tokens=n, total_tokens=n + 5)
+        )
 
     return script
 
@@ -81,7 +83,9 @@ def serve_json(body: bytes, status: int = 200) -> Script:
 
 def fail_with(code: ErrorCode, message: str = "", retry_after: float | None = None) -> Script:
     async def script(stream: PeerStream) -> None:
-        await stream.end(error=StreamError(code=int(code), message=message, retry_after=retry_after))
+        await stream.end(
+            error=StreamError(code=int(code), message=message, retry_after=retry_after)
+        )
 
     return script
 
@@ -170,8 +174,13 @@ class ConnectorPeer:
             protocols=tuple(self.subprotocols),
             autoping=True,
         )
-        infos = [ModelInfo(id=m, owned_by="tests", context_length=self.context_length) for m in self.models]
-        await self.send(Hello(name=self.name, version="test", models=infos, max_streams=self.max_streams))
+        infos = [
+            ModelInfo(id=m, owned_by="tests", context_length=self.context_length)
+            for m in self.models
+        ]
+        await self.send(
+            Hello(name=self.name, version="test", models=infos, max_streams=self.max_streams)
+        )
         msg = await self.ws.receive(timeout=5)
         frame = self.session.receive(msg.data)
         assert isinstance(frame, Welcome)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import openai
 import pytest
+
 from broker_rig import Rig, assert_openai_error, read_sse, running_broker
 from connector_peer import fail_with, serve_json, serve_sse
 from remotellm_protocol import BODY_CHUNK_BYTES, ErrorCode
@@ -119,7 +120,9 @@ async def test_large_request_bodies_arrive_intact_in_pieces(rig: Rig) -> None:
     big = "x" * (3 * BODY_CHUNK_BYTES + 12345)
     body = json.dumps({**CHAT, "messages": [{"role": "user", "content": big}]}).encode()
     async with rig.http.post(
-        rig.url + "/v1/chat/completions", data=body, headers={**rig.auth, "Content-Type": "application/json"}
+        rig.url + "/v1/chat/completions",
+        data=body,
+        headers={**rig.auth, "Content-Type": "application/json"},
     ) as resp:
         assert resp.status == 200
     opened = peer.opens[-1]
@@ -160,15 +163,21 @@ async def test_unknown_model_is_404_model_not_found(rig: Rig) -> None:
 
 
 async def test_upstream_error_status_and_body_pass_through(rig: Rig) -> None:
-    upstream = b'{"error":{"message":"context too long","type":"invalid_request_error","code":"ctx"}}'
+    upstream = (
+        b'{"error":{"message":"context too long","type":"invalid_request_error","code":"ctx"}}'
+    )
     await rig.peer(script=serve_json(upstream, status=400))
     with pytest.raises(openai.BadRequestError) as caught:
-        await rig.client().chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        await rig.client().chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}]
+        )
     assert caught.value.message.endswith("context too long")
 
 
 async def test_upstream_error_on_a_stream_becomes_an_sse_error_event(rig: Rig) -> None:
-    upstream = b'{"error":{"message":"context too long","type":"invalid_request_error","code":"ctx"}}'
+    upstream = (
+        b'{"error":{"message":"context too long","type":"invalid_request_error","code":"ctx"}}'
+    )
     await rig.peer(script=serve_json(upstream, status=400))
     stream = await rig.client().chat.completions.create(
         model="m", messages=[{"role": "user", "content": "x"}], stream=True
@@ -181,7 +190,9 @@ async def test_upstream_error_on_a_stream_becomes_an_sse_error_event(rig: Rig) -
 async def test_connector_error_before_the_response_maps_to_a_status(rig: Rig) -> None:
     peer = await rig.peer(script=fail_with(ErrorCode.UPSTREAM_UNREACHABLE, "refused"))
     with pytest.raises(openai.InternalServerError) as caught:
-        await rig.client().chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        await rig.client().chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}]
+        )
     assert caught.value.status_code == 502
     assert caught.value.code == "upstream_unreachable"
     peer.script = fail_with(ErrorCode.UPSTREAM_TIMEOUT)
@@ -210,7 +221,9 @@ async def test_connector_error_on_a_stream_is_an_error_event_without_done(rig: R
 
 async def test_every_response_has_a_request_id_and_insane_ones_are_replaced(rig: Rig) -> None:
     for given in ["x" * 129, "has space", "semi;colon", ""]:
-        async with rig.http.get(rig.url + "/v1/models", headers={**rig.auth, "X-Request-ID": given}) as resp:
+        async with rig.http.get(
+            rig.url + "/v1/models", headers={**rig.auth, "X-Request-ID": given}
+        ) as resp:
             rid = resp.headers["X-Request-ID"]
             assert rid != given
             assert 0 < len(rid) <= 128
@@ -224,7 +237,13 @@ async def test_openapi_document_describes_the_api(rig: Rig) -> None:
         assert resp.status == 200
         doc = await resp.json()
     assert doc["openapi"].startswith("3.")
-    for path in ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/models/{model}"]:
+    for path in [
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/models",
+        "/v1/models/{model}",
+    ]:
         assert path in doc["paths"]
     assert "Error" in doc["components"]["schemas"]
 
@@ -239,4 +258,3 @@ async def test_usage_is_counted_per_user_in_metrics(rig: Rig) -> None:
         text = await resp.text()
     assert 'remotellm_broker_user_tokens_total{user="local:alice"} 8.0' in text
     assert 'remotellm_broker_requests_total{model="m",status="200"} 1.0' in text
-

@@ -9,11 +9,17 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
 from broker_rig import Rig, assert_openai_error, read_sse, running_broker
 from connector_peer import serve_sse
 
 CHAT_PATH = "/v1/chat/completions"
-NESTED = b'{"model":"m","messages":[{"role":"user","content":"x"}],"x":' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+NESTED = (
+    b'{"model":"m","messages":[{"role":"user","content":"x"}],"x":'
+    + b"[" * 20_000
+    + b"]" * 20_000
+    + b"}"
+)
 
 # (name, path, body, expected status, expected error code or None)
 BODIES: list[tuple[str, str, bytes, int, str | None]] = [
@@ -30,10 +36,22 @@ BODIES: list[tuple[str, str, bytes, int, str | None]] = [
     ("missing messages", CHAT_PATH, b'{"model":"m"}', 400, "invalid_request"),
     ("messages not a list", CHAT_PATH, b'{"model":"m","messages":"hi"}', 400, "invalid_request"),
     ("empty messages", CHAT_PATH, b'{"model":"m","messages":[]}', 400, "invalid_request"),
-    ("stream not a bool", CHAT_PATH, b'{"model":"m","messages":[{}],"stream":"yes"}', 400, "invalid_request"),
+    (
+        "stream not a bool",
+        CHAT_PATH,
+        b'{"model":"m","messages":[{}],"stream":"yes"}',
+        400,
+        "invalid_request",
+    ),
     ("prompt wrong type", "/v1/completions", b'{"model":"m","prompt":{}}', 400, "invalid_request"),
     ("embedding without input", "/v1/embeddings", b'{"model":"m"}', 400, "invalid_request"),
-    ("invalid utf-8", CHAT_PATH, b'{"model":"m","messages":[{"content":"\xff\xfe"}]}', 400, "invalid_request"),
+    (
+        "invalid utf-8",
+        CHAT_PATH,
+        b'{"model":"m","messages":[{"content":"\xff\xfe"}]}',
+        400,
+        "invalid_request",
+    ),
     ("lone surrogate", CHAT_PATH, b'{"model":"\\ud800","messages":[{}]}', 400, "invalid_request"),
     ("utf-8 bom", CHAT_PATH, b'\xef\xbb\xbf{"model":"m","messages":[{}]}', 400, "invalid_request"),
     ("deeply nested", CHAT_PATH, NESTED, 400, "invalid_request"),
@@ -48,9 +66,13 @@ async def rig(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield rig
 
 
-async def _post(rig: Rig, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, object]:
+async def _post(
+    rig: Rig, path: str, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, object]:
     async with rig.http.post(
-        rig.url + path, data=body, headers={**rig.auth, "Content-Type": "application/json", **(headers or {})}
+        rig.url + path,
+        data=body,
+        headers={**rig.auth, "Content-Type": "application/json", **(headers or {})},
     ) as resp:
         text = await resp.text()
         try:
@@ -122,7 +144,9 @@ async def test_broken_compressed_body_is_a_client_error(rig: Rig) -> None:
         ("PATCH", "/v1/models", 405),
     ],
 )
-async def test_unknown_paths_and_methods_are_openai_shaped(rig: Rig, method: str, path: str, status: int) -> None:
+async def test_unknown_paths_and_methods_are_openai_shaped(
+    rig: Rig, method: str, path: str, status: int
+) -> None:
     async with rig.http.request(method, rig.url + path, headers=rig.auth) as resp:
         assert resp.status == status
         assert_openai_error(await resp.json())
@@ -142,9 +166,12 @@ async def test_unknown_paths_and_methods_are_openai_shaped(rig: Rig, method: str
     ],
 )
 async def test_odd_credentials_are_401(rig: Rig, headers: dict[str, str]) -> None:
-    async with aiohttp.ClientSession() as http, http.post(
-        rig.url + CHAT_PATH, json={"model": "m", "messages": [{}]}, headers=headers
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            rig.url + CHAT_PATH, json={"model": "m", "messages": [{}]}, headers=headers
+        ) as resp,
+    ):
         assert resp.status == 401
         assert_openai_error(await resp.json())
 
@@ -172,7 +199,8 @@ async def test_headers_beyond_the_parser_limit_are_refused_with_a_4xx(rig: Rig) 
         b"BREW /v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http at all\r\n\r\n",
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n",
     ],
 )
 async def test_malformed_http_is_refused_with_a_4xx_not_a_crash(rig: Rig, raw: bytes) -> None:

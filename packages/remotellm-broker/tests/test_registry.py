@@ -1,12 +1,13 @@
 """The registry of connected connectors, without a server."""
 
-from remotellm_protocol import ModelInfo
-
 from remotellm_broker.registry import Connector, Registry
+from remotellm_protocol import ModelInfo
 
 
 def conn(name: str, *models: str, max_streams: int = 4, ctx: int | None = None) -> Connector:
-    return Connector(name, f"s-{name}", [ModelInfo(id=m, context_length=ctx) for m in models], max_streams)
+    return Connector(
+        name, f"s-{name}", [ModelInfo(id=m, context_length=ctx) for m in models], max_streams
+    )
 
 
 def test_added_connector_serves_its_models() -> None:

@@ -1,14 +1,17 @@
 """Routing decisions, without a server: least loaded, limits, exclusions, queue hand-off."""
 
-from remotellm_protocol import ModelInfo
-
 from remotellm_broker.registry import Connector, Registry
 from remotellm_broker.router import Router, Waiter
+from remotellm_protocol import ModelInfo
 
 
-def setup(*specs: tuple[str, int, tuple[str, ...]], queue_max: int = 10) -> tuple[Router[Connector], list[Connector]]:
+def setup(
+    *specs: tuple[str, int, tuple[str, ...]], queue_max: int = 10
+) -> tuple[Router[Connector], list[Connector]]:
     reg: Registry[Connector] = Registry()
-    conns = [Connector(name, "s", [ModelInfo(id=m) for m in models], cap) for name, cap, models in specs]
+    conns = [
+        Connector(name, "s", [ModelInfo(id=m) for m in models], cap) for name, cap, models in specs
+    ]
     for c in conns:
         reg.add(c)
     return Router(reg, queue_max), conns
@@ -85,7 +88,7 @@ def test_release_skips_waiters_that_gave_up() -> None:
 
 
 def test_release_only_serves_waiters_for_models_the_connector_has() -> None:
-    router, (a, b) = setup(("a", 1, ("m1",)), ("b", 1, ("m2",)))
+    router, (a, _) = setup(("a", 1, ("m1",)), ("b", 1, ("m2",)))
     router.pick("m1")
     router.pick("m2")
     want_m2, want_m1 = Granted(), Granted()

@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import openai
 import pytest
+
 from broker_rig import Rig, assert_openai_error, read_sse, running_broker, wait_for
 from connector_peer import PeerStream, fail_with, serve_sse, stall
 from remotellm_protocol import CloseCode, ErrorCode, GoAway
@@ -26,7 +27,9 @@ async def rig(tmp_path: Path):  # type: ignore[no-untyped-def]
 async def _start_streams(rig: Rig, n: int, key: str | None = None) -> list[asyncio.Task[list[str]]]:
     async def one() -> list[str]:
         headers = {"Authorization": f"Bearer {key or rig.key}"}
-        async with rig.http.post(rig.url + "/v1/chat/completions", json=STREAM, headers=headers) as resp:
+        async with rig.http.post(
+            rig.url + "/v1/chat/completions", json=STREAM, headers=headers
+        ) as resp:
             return await read_sse(resp)
 
     return [asyncio.create_task(one()) for _ in range(n)]
@@ -79,7 +82,9 @@ async def test_overloaded_and_going_away_answers_are_retried_on_another_connecto
     b = await rig.peer(name="b", script=fail_with(ErrorCode.GOING_AWAY))
     c = await rig.peer(name="c", script=serve_sse(1))
     for _ in range(3):
-        async with rig.http.post(rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth) as resp:
+        async with rig.http.post(
+            rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth
+        ) as resp:
             lines = await read_sse(resp)
         assert lines[-1] == "data: [DONE]"
     assert len(c.opens) == 3
@@ -89,7 +94,9 @@ async def test_overloaded_and_going_away_answers_are_retried_on_another_connecto
 async def test_overloaded_with_nowhere_else_to_go_is_503_with_retry_after(rig: Rig) -> None:
     await rig.peer(script=fail_with(ErrorCode.OVERLOADED, retry_after=3))
     with pytest.raises(openai.InternalServerError) as caught:
-        await rig.client().chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        await rig.client().chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}]
+        )
     assert caught.value.status_code == 503
     assert caught.value.response.headers["Retry-After"] == "3"
 
@@ -115,7 +122,9 @@ async def test_a_full_queue_refuses_at_once(tmp_path: Path) -> None:
         await rig.peer(script=stall, max_streams=1)
         held = await _start_streams(rig, 2)  # one running, one queued
         await wait_for(lambda: len(rig.state.router.queue) == 1)
-        async with rig.http.post(rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth) as resp:
+        async with rig.http.post(
+            rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth
+        ) as resp:
             assert resp.status == 503
             assert_openai_error(await resp.json(), "queue_full")
         for task in held:
@@ -153,7 +162,9 @@ async def test_a_reconnecting_connector_replaces_its_stale_session_at_once(rig: 
     new = await rig.peer(name="gpu", script=serve_sse(1))
     await wait_for(lambda: old.close_code is not None)
     assert old.close_code == CloseCode.REPLACED
-    assert [c.session_id for c in rig.state.registry] == [new.welcome.session_id if new.welcome else ""]
+    assert [c.session_id for c in rig.state.registry] == [
+        new.welcome.session_id if new.welcome else ""
+    ]
     # the stalled stream of the stale session had sent nothing: it is retried on the new one
     lines = await tasks[0]
     assert lines[-1] == "data: [DONE]"
@@ -179,6 +190,9 @@ async def test_models_frames_update_routing_and_listing(rig: Rig) -> None:
     ) as resp:
         assert resp.status == 200
         await resp.read()
-    async with aiohttp.ClientSession() as http, http.get(rig.url + "/v1/models", headers=rig.auth) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(rig.url + "/v1/models", headers=rig.auth) as resp,
+    ):
         ids = [m["id"] for m in (await resp.json())["data"]]
     assert ids == ["m", "new-model"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import openai
 import pytest
+
 from broker_rig import Rig, assert_openai_error, read_sse, running_broker, wait_for
 from connector_peer import PeerStream, sse_chunks, stall
 from remotellm_protocol import CancelReason, Usage
@@ -38,7 +39,9 @@ def slow_prefill(delay: float, n: int = 2):  # type: ignore[no-untyped-def]
 async def test_headers_go_out_at_once_and_keep_alives_flow_during_prefill(rig: Rig) -> None:
     await rig.peer(script=slow_prefill(0.45))
     started = time.monotonic()
-    async with rig.http.post(rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth) as resp:
+    async with rig.http.post(
+        rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth
+    ) as resp:
         headers_after = time.monotonic() - started
         lines = await read_sse(resp)
     assert headers_after < 0.3
@@ -63,7 +66,9 @@ async def _cancel_arrives(rig: Rig, body: dict[str, object], script, after: floa
     peer = await rig.peer(script=script)
 
     async def client() -> None:
-        async with rig.http.post(rig.url + "/v1/chat/completions", json=body, headers=rig.auth) as resp:
+        async with rig.http.post(
+            rig.url + "/v1/chat/completions", json=body, headers=rig.auth
+        ) as resp:
             await resp.read()
 
     task = asyncio.create_task(client())
@@ -73,14 +78,14 @@ async def _cancel_arrives(rig: Rig, body: dict[str, object], script, after: floa
     task.cancel()  # the client disconnects
     with pytest.raises(asyncio.CancelledError):
         await task
-    await wait_for(lambda: bool(peer.cancels), timeout=2)
+    await wait_for(lambda: bool(peer.cancels), within=2)
     stream_id, reason, at = peer.cancels[0]
     assert reason is CancelReason.CLIENT_GONE
     assert stream_id == peer.opens[0].stream
     identity = rig.store.authenticate(rig.key)
     assert identity is not None
-    await wait_for(lambda: rig.state.slots.active(identity.key_id) == 0, timeout=1)
-    await wait_for(lambda: rig.state.in_flight == 0, timeout=1)
+    await wait_for(lambda: rig.state.slots.active(identity.key_id) == 0, within=1)
+    await wait_for(lambda: rig.state.in_flight == 0, within=1)
     return at - gone_at
 
 
@@ -100,19 +105,23 @@ async def test_client_gone_mid_stream_cancels_within_500ms(rig: Rig) -> None:
             await asyncio.sleep(0.005)
 
     peer = await rig.peer(script=endless)
-    async with rig.http.post(rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth) as resp:
+    async with rig.http.post(
+        rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth
+    ) as resp:
         await resp.content.readline()
         gone_at = time.monotonic()
         resp.close()  # drop the connection mid-stream
-    await wait_for(lambda: bool(peer.cancels), timeout=2)
+    await wait_for(lambda: bool(peer.cancels), within=2)
     assert peer.cancels[0][1] is CancelReason.CLIENT_GONE
     assert peer.cancels[0][2] - gone_at < 0.5
-    await wait_for(lambda: rig.state.in_flight == 0, timeout=1)
+    await wait_for(lambda: rig.state.in_flight == 0, within=1)
     async with rig.http.get(rig.health_url + "/metrics") as metrics:
         assert 'remotellm_broker_requests_total{model="m",status="499"} 1.0' in await metrics.text()
 
 
-async def _raw_client(rig: Rig, request_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _raw_client(
+    rig: Rig, request_id: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A client with a small, fixed receive buffer that reads only when told to."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
@@ -167,7 +176,9 @@ async def test_a_slow_client_holds_one_window_and_does_not_slow_other_streams(ri
 
         # Another stream on the same connector goes through at full speed meanwhile.
         started = time.monotonic()
-        async with rig.http.post(rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth) as fast:
+        async with rig.http.post(
+            rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth
+        ) as fast:
             lines = await read_sse(fast)
         assert time.monotonic() - started < 0.5
         assert lines[-1] == "data: [DONE]"
@@ -191,13 +202,15 @@ async def test_connector_lost_mid_stream_ends_with_an_error_event_and_no_done(ri
 
     await rig.peer(script=dies)
     started = time.monotonic()
-    async with rig.http.post(rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth) as resp:
+    async with rig.http.post(
+        rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth
+    ) as resp:
         lines = await read_sse(resp)
     assert time.monotonic() - started < 2
     assert "data: [DONE]" not in lines
     assert lines[-2] == "event: error"
     assert_openai_error(json.loads(lines[-1].removeprefix("data: ")), "upstream_interrupted")
-    assert len([line for line in lines if line.startswith("data: {\"id\"")]) == 2
+    assert len([line for line in lines if line.startswith('data: {"id"')]) == 2
 
 
 async def test_connector_lost_mid_stream_raises_in_the_openai_sdk(rig: Rig) -> None:
@@ -212,9 +225,13 @@ async def test_connector_lost_mid_stream_raises_in_the_openai_sdk(rig: Rig) -> N
         model="m", messages=[{"role": "user", "content": "hi"}], stream=True
     )
     got: list[str | None] = []
-    with pytest.raises(openai.APIError, match="broke off"):
+
+    async def consume() -> None:
         async for chunk in stream:
             got.append(chunk.choices[0].delta.content)
+
+    with pytest.raises(openai.APIError, match="broke off"):
+        await consume()
     assert got == ["tok0 "]
 
 
@@ -229,7 +246,9 @@ async def test_a_hung_connector_is_noticed_by_heartbeat_and_its_streams_end(tmp_
 
         await rig.peer(script=hangs)
         started = time.monotonic()
-        async with rig.http.post(rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth) as resp:
+        async with rig.http.post(
+            rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth
+        ) as resp:
             lines = await read_sse(resp)
         assert time.monotonic() - started < 2
         assert lines[-2] == "event: error"

@@ -162,7 +162,9 @@ async def _relayed(request: web.Request, ex: Exchange) -> web.StreamResponse:
         body = await request.read()
     except web.RequestPayloadError:
         raise OpenAIError(
-            400, "The request body could not be read (bad encoding or framing).", code="invalid_request"
+            400,
+            "The request body could not be read (bad encoding or framing).",
+            code="invalid_request",
         ) from None
     parsed = parse_body(request.path, body)
     ex.stream = parsed.stream

@@ -6,10 +6,10 @@ in a cleanup context, so it exists exactly while the app runs and its background
 users.yaml watcher) is stopped with it. ``create_health_app`` (in ``health``) builds the
 separate health app that reports on it.
 
-Shutdown follows aiohttp's sequence: the runner stops listening, then ``_drain`` runs as
-the app's ``on_shutdown`` hook: readiness false, ``goaway`` to every connector, in-flight
-requests get ``shutdown_timeout`` to finish, the rest end with an error, connectors are
-closed with 1001.
+Shutdown (``serve.run_broker``): readiness false and ``goaway`` to every connector, the
+listening sockets close, ``drain`` gives in-flight requests ``shutdown_timeout`` to finish and
+ends the rest with an error, connectors are closed with 1001; only then does aiohttp's own
+cleanup run (it stops reading from every connection, see ``drain``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from remotellm_broker.state import BROKER, BrokerState
 from remotellm_broker.users import UserStore
 from remotellm_protocol import DEFAULT_HEARTBEAT_S, CancelReason
 
-__all__ = ["BROKER", "create_app", "create_health_app"]
+__all__ = ["BROKER", "create_app", "create_health_app", "drain"]
 
 log = get_logger("remotellm_broker.app")
 
@@ -63,7 +63,7 @@ def create_app(
         await state.aclose()
 
     app.cleanup_ctx.append(broker_state)
-    app.on_shutdown.append(_drain)
+    app.on_shutdown.append(_on_shutdown)
     add_api_routes(app)
     app.router.add_get("/v1/relay", relay_endpoint)
     add_portal(app, settings, store, model_ids=lambda: _model_ids(app))
@@ -94,16 +94,28 @@ async def _watch_users(state: BrokerState, interval: float) -> None:
             _cut_blocked(state)
 
 
-async def _drain(app: web.Application) -> None:
-    state = app.get(BROKER)
-    if state is None:
-        return
+async def drain(state: BrokerState, grace_s: float) -> None:
+    """Let in-flight requests finish within ``grace_s``, end the rest, close connectors.
+
+    Call it after ``state.begin_shutdown()`` and after the listening sockets closed, but
+    *before* the aiohttp runner's cleanup: the runner's first step (``pre_shutdown``) makes
+    every open connection ignore incoming bytes, WebSockets included, so connectors could
+    no longer deliver the responses being drained.
+    """
     state.begin_shutdown()
-    if not await state.wait_idle(state.settings.shutdown_timeout):
+    if not await state.wait_idle(grace_s):
         log.warning("shutdown timeout reached; ending requests", in_flight=state.in_flight)
         state.cut_all(CancelReason.SHUTDOWN)
         await state.wait_idle(2.0)
     await state.close_links()
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    """Fallback for runners other than ``serve.run_broker``: nothing can be drained any more
+    at this point (see ``drain``), so requests still in flight end with an error now."""
+    state = app.get(BROKER)
+    if state is not None:
+        await drain(state, 0.0)
 
 
 def _is_api(request: web.Request) -> bool:

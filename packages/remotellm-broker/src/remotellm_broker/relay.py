@@ -108,14 +108,16 @@ async def _handshake(
 ) -> ConnectorLink | None:
     """Read ``hello``, answer ``welcome``, register the link; None if the peer failed."""
     session = BrokerSession()
-    msg = await ws.receive(timeout=state.handshake_timeout_s)
+    try:
+        msg = await ws.receive(timeout=state.handshake_timeout_s)
+    except TimeoutError:
+        log.warning("connector handshake timed out", remote=request.remote)
+        await ws.close(code=CloseCode.HANDSHAKE_TIMEOUT, message=b"no hello in time")
+        return None
     if msg.type is not WSMsgType.BINARY:
-        code = (
-            CloseCode.HANDSHAKE_TIMEOUT if msg.type is WSMsgType.ERROR else CloseCode.PROTOCOL_ERROR
-        )
-        if msg.type not in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+        if msg.type not in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             log.warning("connector handshake failed", remote=request.remote, got=msg.type.name)
-            await ws.close(code=code, message=b"expected hello")
+            await ws.close(code=CloseCode.PROTOCOL_ERROR, message=b"expected hello")
         return None
     try:
         hello = session.receive(msg.data)
@@ -134,7 +136,10 @@ async def _handshake(
         initial_window=state.settings.stream_window,
         heartbeat_s=state.heartbeat_s,
     )
-    await ws.send_bytes(session.send(welcome))
+    try:
+        await ws.send_bytes(session.send(welcome))
+    except ConnectionError:
+        return None
     link = ConnectorLink(
         ws=ws,
         session=session,

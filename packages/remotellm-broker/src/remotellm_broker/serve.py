@@ -24,7 +24,7 @@ from typing import Any
 import click
 from aiohttp import web
 
-from remotellm_broker.app import BROKER, create_app, create_health_app
+from remotellm_broker.app import BROKER, create_app, create_health_app, drain
 from remotellm_broker.config import BrokerSettings, ConfigError, load_settings
 from remotellm_broker.logs import configure_logging, get_logger
 from remotellm_broker.users import UserStore, UserStoreError
@@ -95,7 +95,10 @@ async def run_broker(
     finally:
         state = app.get(BROKER)
         if state is not None:
-            state.begin_shutdown()
+            state.begin_shutdown()  # readiness false, goaway to connectors
+            for site in list(runner.sites):
+                await site.stop()  # no new connections
+            await drain(state, settings.shutdown_timeout)
         await runner.cleanup()
         await health_runner.cleanup()
         log.info("broker stopped")
