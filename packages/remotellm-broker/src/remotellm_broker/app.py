@@ -82,16 +82,14 @@ def _cut_blocked(state: BrokerState) -> None:
 
 
 async def _watch_users(state: BrokerState, interval: float) -> None:
-    """Pick up users.yaml edits (CLI or by hand) without a restart."""
+    """Pick up users.yaml edits (CLI or by hand) without a restart; the store calls the
+    ``on_change`` callbacks (which end blocked users' requests) after each reload."""
     while True:
         await asyncio.sleep(interval)
         try:
-            changed = state.store.reload_if_changed()
+            state.store.reload_if_changed()
         except Exception as exc:  # a broken file keeps the last good state; say why
             log.warning("users file not reloaded", error=str(exc)[:300])
-            continue
-        if changed:
-            _cut_blocked(state)
 
 
 async def drain(state: BrokerState, grace_s: float) -> None:
