@@ -38,6 +38,10 @@ class Relay:
     def api_url(self) -> str:
         return self.broker.api_url
 
+    def url(self, path: str) -> str:
+        """The broker's URL for an API path such as ``/v1/chat/completions``."""
+        return self.broker.url + path
+
     def async_client(self, **options: object) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
             base_url=self.api_url, api_key=self.key, max_retries=0, timeout=30.0, **options

@@ -88,6 +88,8 @@ class Recordable:
 
 CATALOGUE: tuple[Recordable, ...] = (
     Recordable("models", "GET", "/v1/models", None),
+    # llama.cpp's context length (n_ctx per slot): the connector reads it when it discovers.
+    Recordable("props", "GET", "/props", None),
     Recordable(
         "chat",
         "POST",

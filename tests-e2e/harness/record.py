@@ -15,7 +15,7 @@ import asyncio
 import json
 import secrets
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -31,15 +31,22 @@ __all__ = ["record_all", "record_from"]
 
 
 async def record_from(
-    urls: Mapping[str, str], api_key: str | None, model: str, directory: Path = CASSETTE_DIR
+    urls: Mapping[str, str],
+    api_key: str | None,
+    model: str,
+    directory: Path = CASSETTE_DIR,
+    only: Collection[str] = (),
 ) -> list[Path]:
-    """Record every catalogue entry; ``urls`` maps a source (``main``…) to a base URL."""
+    """Record the catalogue (or the entries named in ``only``); ``urls`` maps a source
+    (``main``…) to a base URL."""
     written = []
     timeout = aiohttp.ClientTimeout(total=120)
     # A fresh connection per request: llama.cpp closes a kept-alive one after a stream.
     connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         for entry in CATALOGUE:
+            if only and entry.name not in only:
+                continue
             path = _fresh(directory / f"{entry.name}.yaml")
             with recorder().use_cassette(str(path)):
                 await _send(session, entry, urls, api_key, model)
@@ -116,17 +123,18 @@ async def _local_upstreams() -> AsyncIterator[tuple[dict[str, str], str, str]]:
         )
 
 
-async def record_all(directory: Path = CASSETTE_DIR) -> list[Path]:
+async def record_all(directory: Path = CASSETTE_DIR, only: Collection[str] = ()) -> list[Path]:
     """Record from ``REMOTELLM_E2E_LLM_URL`` if set, else from the local llama.cpp server."""
     choice = upstream_choice()
     if choice.llm_url is None:
         async with _local_upstreams() as (urls, key, model):
-            return await record_from(urls, key, model, directory)
+            return await record_from(urls, key, model, directory, only)
     model = choice.model or await _first_model(choice.llm_url, choice.api_key)
     urls = dict.fromkeys(("main", "embeddings", "tools"), choice.llm_url)
-    return await record_from(urls, choice.api_key, model, directory)
+    return await record_from(urls, choice.api_key, model, directory, only)
 
 
 if __name__ == "__main__":
-    for written in asyncio.run(record_all()):
+    # python tests-e2e/harness/record.py [NAME ...]   (no names: the whole catalogue)
+    for written in asyncio.run(record_all(only=sys.argv[1:])):
         print(written)
