@@ -4,6 +4,7 @@
 - ``remotellm``: client → broker → WebSocket → connector → demo LLM, started with the console
   scripts exactly as an operator would (``users add``, ``users limits``, ``tokens create``,
   ``serve``, ``run``), limits lifted so the relay, not a rate limit, is measured.
+- ``remotellm-uvloop`` (``--paths remotellm,remotellm-uvloop``): the same on uvloop's loop.
 - ``litellm`` (``--with litellm``): LiteLLM proxy from its own venv (see ``bench.others``).
 - ``ssh`` (``--with ssh``): an ``ssh -R`` tunnel through a throwaway local sshd.
 
@@ -159,6 +160,7 @@ class Rig:
         self.close()
 
     def spawn(self, role: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+        """Start a process; its output goes to ``<role>.log`` in the work directory."""
         log = self.workdir / f"{role}.log"
         with log.open("ab") as out:
             popen = subprocess.Popen(
@@ -202,7 +204,11 @@ class Rig:
         """Start an optional path, or note why it was skipped."""
         from bench import others
 
-        starters = {"remotellm": self.start_remotellm, **others.starters(self)}
+        starters = {
+            "remotellm": self.start_remotellm,
+            "remotellm-uvloop": lambda: self.start_remotellm("remotellm-uvloop", uvloop=True),
+            **others.starters(self),
+        }
         if name not in starters:
             raise SystemExit(f"unknown path {name!r}; known: {', '.join(starters)}")
         try:
@@ -210,28 +216,31 @@ class Rig:
         except Skipped as why:
             self.skipped[name] = str(why)
 
-    def start_remotellm(self) -> BenchPath:
-        users = str(self.workdir / "users.yaml")
+    def start_remotellm(self, name: str = "remotellm", *, uvloop: bool = False) -> BenchPath:
+        """Broker + connector; ``uvloop``: the same entry points on uvloop's event loop (a
+        bench-only variant, to measure whether the optional extra is worth adopting)."""
+        users = str(self.workdir / f"{name}-users.yaml")
         key = _cli("remotellm-broker", "users", "add", "bench", "--users-file", users)
         _cli("remotellm-broker", "users", "limits", "bench", "--rpm", "0", "--burst", "0",
              "--max-streams", "0", "--users-file", users)  # fmt: skip
         token = _cli("remotellm-broker", "tokens", "create", "bench", "--users-file", users)
         port = free_port()
         broker = self.spawn(
-            "broker",
-            [str(BIN / "remotellm-broker"), "serve", "--port", str(port),
+            f"{name}-broker",
+            [*_entry("remotellm-broker", uvloop), "serve", "--port", str(port),
              "--health-port", str(free_port()), "--users-file", users,
              "--rate-limit-rpm", "0", "--rate-limit-burst", "0", "--max-streams-per-key", "0"],
         )  # fmt: skip
         env = {**os.environ, "REMOTELLM_CONNECTOR_TOKEN": token}
         connector = self.spawn(
-            "connector",
-            [str(BIN / "remotellm-connector"), "run",
+            f"{name}-connector",
+            [*_entry("remotellm-connector", uvloop), "run",
              "--broker-url", f"ws://127.0.0.1:{port}/v1/relay", "--llm-url", self.upstream_url,
              "--name", "bench", "--health-port", str(free_port()), "--max-streams", "4096"],
             env=env,
         )  # fmt: skip
-        path = BenchPath("remotellm", f"http://127.0.0.1:{port}", key, [broker, connector])
+        broker.role, connector.role = "broker", "connector"
+        path = BenchPath(name, f"http://127.0.0.1:{port}", key, [broker, connector])
 
         def serves_model() -> bool:
             listing = http_json(f"{path.url}/v1/models", key=key, timeout=1.0)
@@ -241,6 +250,18 @@ class Rig:
 
         wait_for("the connector's models at the broker", serves_model, path.middle, 30)
         return path
+
+
+def _entry(script: str, uvloop: bool) -> list[str]:
+    """The console script, or its entry point run after ``uvloop.install()``."""
+    if not uvloop:
+        return [str(BIN / script)]
+    module = script.replace("-", "_") + ".cli"
+    code = (
+        "import sys, uvloop; uvloop.install(); "
+        f"sys.argv[0] = {script!r}; from {module} import main; sys.exit(main())"
+    )
+    return [sys.executable, "-c", code]
 
 
 def _cli(tool: str, *args: str) -> str:

@@ -24,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bench.loadgen import Group
 from bench.paths import BenchPath, Rig
 from bench.report import render
 from bench.sampler import Sampler
@@ -85,6 +86,15 @@ def measure(rig: Rig, path: BenchPath, workload: Workload, seed_base: int) -> di
         "procs": procs,
         "upstream": {k: stats[k] for k in ("peak_streams", "streams_started", "disconnects")},
     }
+
+
+def warm_up(rig: Rig) -> None:
+    """Unmeasured load through every path first: the first requests of a fresh process pay
+    for imports, allocator growth and connection pools, which no repetition should carry."""
+    shape = Workload("warm-up", "", (Group(concurrency=32, requests=96, tokens=50, gap_ms=1),))
+    for n, path in enumerate(rig.paths.values()):
+        _only(rig, path)
+        run_loadgen(path, shape, seed_base=(n + 1) * 10**8)
 
 
 def measure_idle(rig: Rig, seconds: float) -> dict[str, Any]:
@@ -157,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, why in rig.skipped.items():
             print(f"* skipping {name}: {why}", flush=True)
         print(f"* paths: {', '.join(rig.paths)}; {reps} repetition(s) of {chosen}", flush=True)
+        warm_up(rig)
         if "W5" in chosen:
             raw["idle"]["before"] = measure_idle(rig, defined["W5"].idle_s)
         names = list(rig.paths)

@@ -21,11 +21,22 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 __all__ = ["Sampler"]
 
 _MB = 1024 * 1024
+_COUNTERS = ("cpu", "sys", "sched", "wakeups")
 
 
 def _cpu(proc: psutil.Process) -> float:
     t = proc.cpu_times()
     return float(t.user + t.system)
+
+
+def _sys(proc: psutil.Process) -> float:
+    return float(proc.cpu_times().system)
+
+
+def _wakeups(proc: psutil.Process) -> float:
+    """Voluntary context switches: each is the process going to sleep (an event loop
+    blocking in epoll_wait), so the count is its wake-ups."""
+    return float(proc.num_ctx_switches().voluntary)
 
 
 def _sched_cpu(pid: int) -> float:
@@ -50,8 +61,7 @@ class Sampler:
                     continue
             self._procs[role] = alive
         self._interval = interval
-        self._cpu0: dict[str, float] = {}
-        self._sched0: dict[str, float] = {}
+        self._start: dict[tuple[str, str], float] = {}
         self._peak: dict[str, int] = dict.fromkeys(roles, 0)
         self._last: dict[str, int] = dict.fromkeys(roles, 0)
         self._stop = threading.Event()
@@ -64,6 +74,10 @@ class Sampler:
             try:
                 if measure == "cpu":
                     total += _cpu(proc)
+                elif measure == "sys":
+                    total += _sys(proc)
+                elif measure == "wakeups":
+                    total += _wakeups(proc)
                 elif measure == "sched":
                     total += _sched_cpu(proc.pid)
                 else:
@@ -83,26 +97,32 @@ class Sampler:
             self._sample_rss()
 
     def start(self) -> Sampler:
-        self._cpu0 = {role: self._sum(role, "cpu") for role in self._procs}
-        self._sched0 = {role: self._sum(role, "sched") for role in self._procs}
+        self._start = {
+            (role, measure): self._sum(role, measure)
+            for role in self._procs
+            for measure in _COUNTERS
+        }
         self._sample_rss()
         self._t0 = time.perf_counter()
         self._thread.start()
         return self
 
     def stop(self) -> dict[str, dict[str, float]]:
-        """Per role: ``cpu_s``/``sched_cpu_s``, ``cpu_pct``/``sched_cpu_pct`` (of one core),
-        ``rss_peak_mb``, ``rss_end_mb``, ``wall_s``."""
+        """Per role: ``cpu_s`` (``cpu_sys_s`` of it in the kernel), ``sched_cpu_s``,
+        ``cpu_pct``/``sched_cpu_pct`` (of one core), ``wakeups``, ``rss_peak_mb``,
+        ``rss_end_mb``, ``wall_s``."""
         wall = time.perf_counter() - self._t0
         self._stop.set()
         self._thread.join()
         self._sample_rss()
         out: dict[str, dict[str, float]] = {}
         for role in self._procs:
-            cpu = self._sum(role, "cpu") - self._cpu0[role]
-            sched = self._sum(role, "sched") - self._sched0[role]
+            delta = {m: self._sum(role, m) - self._start[role, m] for m in _COUNTERS}
+            cpu, sched = delta["cpu"], delta["sched"]
             out[role] = {
                 "cpu_s": cpu,
+                "cpu_sys_s": delta["sys"],
+                "wakeups": delta["wakeups"],
                 "sched_cpu_s": sched,
                 "cpu_pct": 100 * cpu / wall if wall > 0 else 0.0,
                 "sched_cpu_pct": 100 * sched / wall if wall > 0 else 0.0,

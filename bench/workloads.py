@@ -88,6 +88,7 @@ def workloads(quick: bool = False) -> dict[str, Workload]:
                     requests=pick(48, 16),
                     prompt_bytes=4 * MIB,
                     response_bytes=4 * MIB,
+                    ramp_s=1,
                     timeout_s=120,
                 ),
                 Group(
