@@ -1,15 +1,16 @@
 """Encode frames to msgpack bytes and decode them back, with one reusable encoder/decoder.
 
 Decoding is the trust boundary: whatever the bytes are, the caller gets either a valid frame or
-a ``RemoteProtocolError`` (never a msgspec error, a ``KeyError`` or a ``RecursionError``). Two
-hard limits apply before msgspec sees the input: the frame size and the nesting depth.
+a ``RemoteProtocolError`` (never a msgspec error, a ``UnicodeDecodeError`` or a
+``RecursionError``). Two hard limits apply: the frame size, checked before msgspec sees the
+input, and the nesting depth (``MAX_NESTING_DEPTH``), checked after it.
 """
 
 import msgspec
 
 from remotellm_protocol.codes import CloseCode
 from remotellm_protocol.errors import LocalProtocolError, RemoteProtocolError
-from remotellm_protocol.frames import Frame
+from remotellm_protocol.frames import Body, Data, Frame, Open
 from remotellm_protocol.limits import DEFAULT_MAX_FRAME_BYTES, MAX_NESTING_DEPTH
 
 __all__ = ["decode", "encode"]
@@ -44,14 +45,25 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX_FRAME_BYTES) -> Frame:
             f"frame of {len(data)} bytes exceeds the limit of {max_size}",
             CloseCode.MESSAGE_TOO_BIG,
         )
-    if _too_deep(data, MAX_NESTING_DEPTH):
-        raise RemoteProtocolError(f"malformed frame: nested deeper than {MAX_NESTING_DEPTH}")
     try:
-        return _decoder.decode(data)
+        frame = _decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-        # msgspec raises UnicodeDecodeError, not DecodeError, for a str that is not UTF-8;
-        # RecursionError only comes when the caller's own stack is nearly exhausted.
+        # msgspec raises UnicodeDecodeError, not DecodeError, for a str that is not UTF-8,
+        # and RecursionError for nesting beyond the interpreter's recursion limit.
         raise RemoteProtocolError(f"malformed frame: {exc}") from None
+    # Each level of nesting takes at least one byte outside the bin payload, so a frame that
+    # is mostly payload (every data and body frame) needs no walk: the hot path stays cheap.
+    if len(data) - _payload_size(frame) > MAX_NESTING_DEPTH and _too_deep(data, MAX_NESTING_DEPTH):
+        raise RemoteProtocolError(f"malformed frame: nested deeper than {MAX_NESTING_DEPTH}")
+    return frame
+
+
+def _payload_size(frame: Frame) -> int:
+    if isinstance(frame, Data | Body):
+        return len(frame.chunk)
+    if isinstance(frame, Open):
+        return len(frame.body)
+    return 0
 
 
 # -- nesting depth -------------------------------------------------------------------------
