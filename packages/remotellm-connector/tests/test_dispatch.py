@@ -44,6 +44,8 @@ class Rig:
     policy: Policy
     sent: list[Frame] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Cleared: every ``end`` waits in "the socket" (a full write buffer) until it is set.
+    end_flushed: asyncio.Event = field(default_factory=asyncio.Event)
     next_id: int = 1
 
     def receive(self, frame: Frame) -> None:
@@ -102,11 +104,15 @@ async def rig_factory(demo: DemoLLMServer) -> AsyncIterator[Any]:
             session = handshaken(window, max_frame_bytes)
             sent: list[Frame] = []
             changed = asyncio.Event()
+            end_flushed = asyncio.Event()
+            end_flushed.set()
 
             async def send(frame: Frame) -> None:
                 session.send(frame)  # the session checks every frame we emit
                 sent.append(frame)
                 changed.set()
+                if isinstance(frame, End):
+                    await end_flushed.wait()
 
             policy = policy or Policy()
             dispatcher = Dispatcher(
@@ -117,7 +123,7 @@ async def rig_factory(demo: DemoLLMServer) -> AsyncIterator[Any]:
                 metrics=Metrics(),
                 task_group=tg,
             )
-            rig = Rig(session, dispatcher, policy, sent, changed)
+            rig = Rig(session, dispatcher, policy, sent, changed, end_flushed)
             rigs.append(rig)
             return rig
 
@@ -266,3 +272,15 @@ async def test_relay_lost_stops_streams_without_sending_anything(
         await rig.dispatcher.wait_idle()
         await demo.stats.wait_until(lambda s: len(s.disconnects) == 1)
     assert not any(isinstance(f, End) for f in rig.frames(sid))
+
+
+async def test_cancel_crossing_our_end_on_the_wire_is_dropped(rig_factory: Any) -> None:
+    rig: Rig = rig_factory()
+    rig.end_flushed.clear()  # the end is written but the socket is still draining
+    sid = rig.open(CHAT)
+    await rig.end(sid)
+    rig.receive(Cancel(stream=sid, reason=CancelReason.CLIENT_GONE))  # legal: it crossed
+    rig.end_flushed.set()
+    await rig.dispatcher.wait_idle()
+    assert [type(f) for f in rig.frames(sid)].count(End) == 1
+    assert rig.policy.active == 0

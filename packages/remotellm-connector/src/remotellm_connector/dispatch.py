@@ -69,6 +69,7 @@ class _Stream:
         "admitted",
         "body_ready",
         "credit",
+        "ended",
         "head_sent",
         "id",
         "nbytes",
@@ -95,6 +96,8 @@ class _Stream:
         self.abort: Abort | None = None
         self.admitted = False
         self.head_sent = False
+        #: ``end`` was handed to the socket: the stream is over for the broker.
+        self.ended = False
         self.nbytes = 0
 
     def add_body(self, chunk: bytes, last: bool) -> None:
@@ -116,6 +119,8 @@ class _Stream:
         return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
 
     def stop(self, why: Abort) -> None:
+        if self.ended and why is not Abort.RELAY_LOST:
+            return  # a cancel that crossed our end: nothing left to stop
         if self.abort is None or why is Abort.RELAY_LOST:
             self.abort = why
         if self.started and self.task is not None:
@@ -205,6 +210,12 @@ class Dispatcher:
     # -- one stream -------------------------------------------------------------------------
 
     async def _run(self, stream: _Stream, refusal: StreamError | None) -> None:
+        try:
+            await self._serve_stream(stream, refusal)
+        except Exception:  # a bug in one stream must not take the relay and its streams down
+            log.exception("stream_task_failed", stream=stream.id)
+
+    async def _serve_stream(self, stream: _Stream, refusal: StreamError | None) -> None:
         stream.started = True
         loop = asyncio.get_running_loop()
         rec = _Record(loop.time())
@@ -277,8 +288,7 @@ class Dispatcher:
             if rest:
                 await self._data(stream, rest)
         rec.usage = tap.usage
-        self._release(stream)
-        await self._send(End(stream=stream.id, usage=rec.usage))
+        await self._send_end(stream, End(stream=stream.id, usage=rec.usage))
 
     async def _data(self, stream: _Stream, chunk: bytes) -> None:
         """Send ``chunk`` within the stream's credit, waiting for ``credit`` when it is spent."""
@@ -306,9 +316,16 @@ class Dispatcher:
             self.policy.release(stream.open.principal)
 
     async def _end(self, stream: _Stream, *, error: StreamError) -> None:
-        self._release(stream)
         with contextlib.suppress(RelayGone):
-            await self._send(End(stream=stream.id, error=error))
+            await self._send_end(stream, End(stream=stream.id, error=error))
+
+    async def _send_end(self, stream: _Stream, frame: End) -> None:
+        """Send the stream's one ``end`` (a second one, after a crossing cancel, is skipped)."""
+        if stream.ended:
+            return
+        stream.ended = True
+        self._release(stream)
+        await self._send(frame)
 
     def _record(self, stream: _Stream, rec: "_Record", now: float) -> None:
         """The stream's log line and metrics."""
