@@ -207,6 +207,7 @@ class Rig:
         starters = {
             "remotellm": self.start_remotellm,
             "remotellm-uvloop": lambda: self.start_remotellm("remotellm-uvloop", uvloop=True),
+            "remotellm-mmap": lambda: self.start_remotellm("remotellm-mmap", env=_NO_MMAP_CHURN),
             **others.starters(self),
         }
         if name not in starters:
@@ -216,9 +217,13 @@ class Rig:
         except Skipped as why:
             self.skipped[name] = str(why)
 
-    def start_remotellm(self, name: str = "remotellm", *, uvloop: bool = False) -> BenchPath:
-        """Broker + connector; ``uvloop``: the same entry points on uvloop's event loop (a
-        bench-only variant, to measure whether the optional extra is worth adopting)."""
+    def start_remotellm(
+        self, name: str = "remotellm", *, uvloop: bool = False, env: dict[str, str] | None = None
+    ) -> BenchPath:
+        """Broker + connector. Bench-only variants, to measure a change before making it:
+        ``uvloop`` runs the same entry points on uvloop's event loop; ``env`` adds variables
+        to both processes (``remotellm-mmap``: glibc malloc thresholds, see ``_NO_MMAP_CHURN``).
+        """
         users = str(self.workdir / f"{name}-users.yaml")
         key = _cli("remotellm-broker", "users", "add", "bench", "--users-file", users)
         _cli("remotellm-broker", "users", "limits", "bench", "--rpm", "0", "--burst", "0",
@@ -230,8 +235,9 @@ class Rig:
             [*_entry("remotellm-broker", uvloop), "serve", "--port", str(port),
              "--health-port", str(free_port()), "--users-file", users,
              "--rate-limit-rpm", "0", "--rate-limit-burst", "0", "--max-streams-per-key", "0"],
+            env={**os.environ, **(env or {})},
         )  # fmt: skip
-        env = {**os.environ, "REMOTELLM_CONNECTOR_TOKEN": token}
+        env = {**os.environ, **(env or {}), "REMOTELLM_CONNECTOR_TOKEN": token}
         connector = self.spawn(
             f"{name}-connector",
             [*_entry("remotellm-connector", uvloop), "run",
@@ -250,6 +256,12 @@ class Rig:
 
         wait_for("the connector's models at the broker", serves_model, path.middle, 30)
         return path
+
+
+#: asyncio reads a socket with ``sock.recv(256 KiB)``: a fresh 256 KiB bytes object per read.
+#: glibc serves it with mmap, shrinks it with mremap and frees it with munmap (three system
+#: calls and page faults per read) unless its mmap threshold is pinned above that size.
+_NO_MMAP_CHURN = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "16777216"}
 
 
 def _entry(script: str, uvloop: bool) -> list[str]:

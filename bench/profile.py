@@ -8,6 +8,7 @@ of our own packages with the most *inclusive* time (callees included). Percentag
 the samples in which the process was on CPU (py-spy drops idle samples).
 
 Needs py-spy (``hatch run bench:python -m pip install py-spy``) and ptrace permission.
+``--syscalls`` attaches ``strace -f -c`` instead and reports system calls per relayed token.
 Raw collapsed stacks are kept next to the report for flamegraph.pl or speedscope.
 """
 
@@ -116,6 +117,30 @@ def summarise_stacks(text: str, top: int = 20) -> str:
     )
 
 
+def _strace(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    exe = shutil.which("strace") or "strace"
+    return subprocess.Popen(
+        [exe, "-f", "-c", "-o", str(out), "-p", str(pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def syscalls_per_token(text: str, tokens: int) -> str:
+    """strace -c's table as calls per relayed token (the counts are exact; strace's own
+    overhead makes its times meaningless, so they are left out)."""
+    rows = ["| syscall | calls | per token |", "|---|---|---|"]
+    total = 0
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+            calls = int(parts[3])
+            total += calls
+            rows.append(f"| `{parts[-1]}` | {calls} | {calls / max(tokens, 1):.2f} |")
+    rows.append(f"| all | {total} | {total / max(tokens, 1):.2f} |")
+    return "\n".join(rows) + "\n"
+
+
 def _record(pid: int, out: Path, rate: int, native: bool) -> subprocess.Popen[bytes]:
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     argv = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw"]
@@ -130,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=int, default=200, help="samples per second")
     ap.add_argument("--native", action="store_true", help="include C frames (slower)")
     ap.add_argument("--top", type=int, default=20)
+    ap.add_argument("--path", default="remotellm", help="remotellm or a variant of it")
+    ap.add_argument(
+        "--syscalls", action="store_true", help="count system calls (strace -c) instead"
+    )
     args = ap.parse_args(argv)
     workload = workloads(args.quick)[args.workload.upper()]
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -138,13 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     report = [f"# relay profile, {workload.name}: {workload.title}", ""]
     with Rig(RESULTS / f"{stamp}-profile-logs") as rig:
         rig.start_upstream()
-        rig.add("remotellm")
-        path = rig.paths["remotellm"]
+        rig.add(args.path)
+        path = rig.paths[args.path]
         path.probe()
         outs = {
             p.role: RESULTS / f"{stamp}-profile-{workload.name}-{p.role}.txt" for p in path.middle
         }
-        spies = {p.role: _record(p.pid, outs[p.role], args.rate, args.native) for p in path.middle}
+        spies = {
+            p.role: _strace(p.pid, outs[p.role])
+            if args.syscalls
+            else _record(p.pid, outs[p.role], args.rate, args.native)
+            for p in path.middle
+        }
         time.sleep(1.0)  # py-spy attaches
         result = run_loadgen(path, workload, seed_base=7 * 10**9)
         for spy in spies.values():
@@ -158,8 +192,13 @@ def main(argv: list[str] | None = None) -> int:
             f"Load: {name}: {g['ok']}/{g['requests']} exact, {g['tokens_per_s']:.0f} tokens/s, "
             f"TTFT p50 {g['ttft_p50_ms']:.2f} ms, gap p99 {g['gap_p99_ms'] or 0:.2f} ms."
         )
+    tokens = sum(g["tokens"] for g in result["groups"].values())
     for role, out in outs.items():
-        report += ["", f"## {role}", "", summarise_stacks(out.read_text(), args.top)]
+        text = out.read_text()
+        summary = (
+            syscalls_per_token(text, tokens) if args.syscalls else summarise_stacks(text, args.top)
+        )
+        report += ["", f"## {role}", "", summary]
     text = "\n".join(report)
     md = RESULTS / f"{stamp}-profile-{workload.name}.md"
     md.write_text(text)
