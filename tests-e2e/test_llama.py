@@ -1,0 +1,217 @@
+"""The real llama.cpp ``llama-server`` behind the relay (tiny random model, see llama/README.md).
+
+The binary is built once by scripts/test-all.sh (about 7 minutes on 2 cores) and cached; a
+start takes well under a second. With a ``seed``, llama.cpp answers the same request with the
+same tokens, so a relayed answer is compared with the server's direct answer byte for byte,
+apart from the fields that change per response (id, created, timings, cache counters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from conftest import Relay, wait_models
+from harness.node import ensure_node_client, run_cline
+from harness.sse import RawResponse, post_raw
+from harness.stack import BrokerHandle, inprocess_connector
+from harness.waits import wait_for_async
+from llama import LlamaServer, start_llama_server
+
+pytestmark = pytest.mark.llama
+
+_PER_RESPONSE = [
+    (re.compile(rb'"id":"[^"]*"'), b'"id":"X"'),
+    (re.compile(rb'"created":\d+'), b'"created":0'),
+    (re.compile(rb'"timings":\{[^}]*\}'), b'"timings":{}'),
+    (re.compile(rb'"cached_tokens":\d+'), b'"cached_tokens":0'),
+]
+
+
+def normalized(body: bytes) -> bytes:
+    for pattern, replacement in _PER_RESPONSE:
+        body = pattern.sub(replacement, body)
+    return body
+
+
+@pytest.fixture(scope="module")
+def llama_server() -> Iterator[LlamaServer]:
+    with start_llama_server(parallel=4, ctx=4096) as server:
+        yield server
+
+
+@pytest.fixture
+async def llama_relay(broker: BrokerHandle, llama_server: LlamaServer) -> AsyncIterator[Relay]:
+    key = broker.add_user("llama-user")
+    async with inprocess_connector(
+        broker.relay_url, broker.connector_token(), llama_server.base_url
+    ) as connector:
+        relay = Relay(broker, connector, key, llama_server.base_url)
+        await wait_models(relay, {llama_server.model})
+        yield relay
+
+
+def chat(model: str, *, stream: bool, n: int, seed: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": f"Tell me something, #{seed}."}],
+        "max_tokens": n,
+        "seed": seed,
+        "ignore_eos": True,  # exactly n tokens
+        "stream": stream,
+        **extra,
+    }
+
+
+async def direct(server: LlamaServer, body: dict[str, Any]) -> bytes:
+    return (await post_raw(f"{server.openai_base_url}/chat/completions", None, body)).body
+
+
+async def test_the_context_length_comes_from_llama_cpp(
+    llama_relay: Relay, llama_server: LlamaServer
+) -> None:
+    async with llama_relay.async_client() as client:
+        model = await client.models.retrieve(llama_server.model)
+    assert (model.model_extra or {}).get("context_length") == 1024  # 4096 over 4 slots
+
+
+async def test_a_plain_answer_matches_the_direct_one(
+    llama_relay: Relay, llama_server: LlamaServer
+) -> None:
+    body = chat(llama_server.model, stream=False, n=30, seed=11)
+    relayed = await post_raw(f"{llama_relay.api_url}/chat/completions", llama_relay.key, body)
+    assert relayed.status == 200
+    assert normalized(relayed.body) == normalized(await direct(llama_server, body))
+    assert relayed.json["usage"]["completion_tokens"] == 30
+
+
+async def test_a_stream_matches_the_direct_one_byte_for_byte(
+    llama_relay: Relay, llama_server: LlamaServer
+) -> None:
+    options = {"stream_options": {"include_usage": True}}
+    body = chat(llama_server.model, stream=True, n=120, seed=12, **options)
+    relayed = await post_raw(f"{llama_relay.api_url}/chat/completions", llama_relay.key, body)
+    assert relayed.status == 200
+    assert normalized(relayed.body) == normalized(await direct(llama_server, body))
+    events = relayed.data_events
+    assert events[-1].data == "[DONE]"
+    assert events[-2].json["usage"]["completion_tokens"] == 120
+
+
+async def test_the_sdks_read_llama_cpp_through_the_relay(
+    llama_relay: Relay, llama_server: LlamaServer
+) -> None:
+    body = chat(llama_server.model, stream=True, n=40, seed=13)
+    extra = {"ignore_eos": body.pop("ignore_eos")}
+    async with llama_relay.async_client() as client:
+        stream = await client.chat.completions.create(**body, extra_body=extra)
+        pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+    expected = [
+        e.json["choices"][0]["delta"].get("content") or ""
+        for e in RawResponse(200, {}, await direct(llama_server, {**body, **extra})).data_events
+        if e.data != "[DONE]" and e.json["choices"]
+    ]
+    assert pieces == expected
+    assert len([p for p in pieces if p]) >= 35
+
+    def plain() -> str | None:
+        with llama_relay.sync_client() as sync:
+            return (
+                sync.completions.create(
+                    model=llama_server.model, prompt="Once", max_tokens=8, seed=3
+                )
+                .choices[0]
+                .text
+            )
+
+    assert await asyncio.to_thread(plain)
+
+
+async def test_concurrent_streams_beyond_the_slots_all_complete(
+    llama_relay: Relay, llama_server: LlamaServer
+) -> None:
+    """Eight streams on four slots: half of them wait for a slot inside llama.cpp.
+
+    (Batched slots may sample other tokens than a lone request, so here the shape is checked:
+    every stream whole, each of its 60 tokens in its own event.)
+    """
+    options = {"stream_options": {"include_usage": True}}
+    bodies = [
+        chat(llama_server.model, stream=True, n=60, seed=100 + i, **options) for i in range(8)
+    ]
+    url = f"{llama_relay.api_url}/chat/completions"
+    relayed = await asyncio.gather(*(post_raw(url, llama_relay.key, b) for b in bodies))
+    for response in relayed:
+        events = response.data_events
+        assert events[-1].data == "[DONE]"
+        chunks = [e.json for e in events[:-1]]
+        assert chunks[-1]["usage"]["completion_tokens"] == 60
+        assert len({c["id"] for c in chunks}) == 1, "events of different streams got mixed"
+        assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "length"
+
+
+def _busy_slots(server: LlamaServer) -> int:
+    with urllib.request.urlopen(f"{server.base_url}/slots", timeout=2) as response:
+        return sum(1 for slot in json.loads(response.read()) if slot.get("is_processing"))
+
+
+async def test_a_client_disconnect_frees_the_llama_slot_within_500_ms(
+    llama_relay: Relay, llama_server: LlamaServer
+) -> None:
+    body = chat(llama_server.model, stream=True, n=900, seed=14)
+    url = f"{llama_relay.api_url}/chat/completions"
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(
+            url, json=body, headers={"Authorization": f"Bearer {llama_relay.key}"}
+        )
+        seen = b""
+        while seen.count(b"data:") < 5:
+            seen += await response.content.readany()
+        assert await asyncio.to_thread(_busy_slots, llama_server) == 1
+        hung_up = time.monotonic()
+        response.close()
+
+    async def idle() -> bool:
+        return await asyncio.to_thread(_busy_slots, llama_server) == 0
+
+    await wait_for_async(idle, 2, what="llama-server to free the slot", poll_s=0.02)
+    assert time.monotonic() - hung_up < 0.5
+
+
+async def test_an_upstream_refusal_keeps_llama_cpps_message(
+    llama_relay: Relay, llama_server: LlamaServer
+) -> None:
+    too_long = " ".join(f"w{i}" for i in range(3000))
+    body = {"model": llama_server.model, "messages": [{"role": "user", "content": too_long}]}
+    relayed = await post_raw(f"{llama_relay.api_url}/chat/completions", llama_relay.key, body)
+    original = json.loads(await direct(llama_server, body))
+    assert relayed.status == 400
+    assert relayed.json["error"]["message"] == original["error"]["message"]
+
+
+@pytest.mark.node
+async def test_a_cline_request_from_node_reaches_llama_cpp(
+    llama_relay: Relay, llama_server: LlamaServer
+) -> None:
+    await asyncio.to_thread(ensure_node_client)
+    report = await run_cline(
+        {
+            "baseURL": llama_relay.api_url,
+            "apiKey": llama_relay.key,
+            "model": llama_server.model,
+            "systemPromptBytes": 600,  # a slot holds 1,024 tokens of this tokenizer
+            "maxTokens": 30,
+        }
+    )
+    assert report["ok"], report["error"]
+    assert report["content"]
+    assert report["usage"]["completion_tokens"] <= 30
+    assert report["finishReason"] in {"stop", "length"}
