@@ -5,6 +5,7 @@ from remotellm_protocol import (
     DEFAULT_STREAM_WINDOW,
     MAX_NESTING_DEPTH,
     MAX_REQUEST_BODY_BYTES,
+    MAX_STREAM_ID,
     MIN_MAX_FRAME_BYTES,
 )
 from remotellm_protocol.limits import HELLO_MAX_FRAME_BYTES
@@ -17,6 +18,7 @@ def test_the_defaults_of_wire_version_1() -> None:
     assert MAX_REQUEST_BODY_BYTES == 16 * 1024 * 1024
     assert MAX_NESTING_DEPTH == 32
     assert DEFAULT_HEARTBEAT_S == 5.0
+    assert MAX_STREAM_ID == 2**63 - 1
 
 
 def test_a_body_chunk_leaves_room_in_a_frame_for_the_open_around_it() -> None:

@@ -276,6 +276,13 @@ def test_stream_ids_are_positive(stream: int) -> None:
     assert "reuses stream id" in remote_error(pair.connector, open_frame(stream))
 
 
+def test_stream_ids_fit_a_signed_64_bit_integer() -> None:
+    pair = SessionPair.handshaken()
+    assert "beyond" in local_error(pair.broker, open_frame(2**63))
+    assert "beyond" in remote_error(pair.connector, open_frame(2**64 - 1))
+    pair.broker_sends(open_frame(2**63 - 1))
+
+
 def test_open_may_not_reuse_the_id_of_a_finished_stream() -> None:
     pair = SessionPair.handshaken()
     pair.open_stream()

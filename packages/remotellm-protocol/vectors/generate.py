@@ -341,6 +341,8 @@ def sequences() -> dict[str, tuple[str, str, list[Step], str]]:
                             _connector(("receive", open_(1)), ("receive", open_(1))), "reject"),
         "open-id-zero": ("stream ids start at 1", "connector",
                          _connector(("receive", open_(0))), "reject"),
+        "open-id-beyond-2-63": ("stream ids fit a signed 64-bit integer", "connector",
+                                _connector(("receive", open_(2**63))), "reject"),
         "open-decreasing-id": ("stream ids increase", "connector",
                                _connector(("receive", open_(5)), ("receive", open_(4))),
                                "reject"),

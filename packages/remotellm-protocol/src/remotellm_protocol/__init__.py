@@ -35,6 +35,7 @@ from remotellm_protocol.limits import (
     DEFAULT_STREAM_WINDOW,
     MAX_NESTING_DEPTH,
     MAX_REQUEST_BODY_BYTES,
+    MAX_STREAM_ID,
     MIN_MAX_FRAME_BYTES,
 )
 from remotellm_protocol.session import BrokerSession, ConnectorSession, SessionState
@@ -55,6 +56,7 @@ __all__ = [
     "FRAME_TYPES",
     "MAX_NESTING_DEPTH",
     "MAX_REQUEST_BODY_BYTES",
+    "MAX_STREAM_ID",
     "MIN_MAX_FRAME_BYTES",
     "SUBPROTOCOLS",
     "SUPPORTED_VERSIONS",

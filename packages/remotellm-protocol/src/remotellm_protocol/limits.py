@@ -9,6 +9,7 @@ __all__ = [
     "MAX_NESTING_DEPTH",
     "MIN_MAX_FRAME_BYTES",
     "MAX_REQUEST_BODY_BYTES",
+    "MAX_STREAM_ID",
 ]
 
 #: Largest encoded frame either side accepts unless ``welcome`` says otherwise. Large request
@@ -40,3 +41,6 @@ MAX_REQUEST_BODY_BYTES = 16 * 1024 * 1024
 
 #: WebSocket ping period the broker suggests in ``welcome``.
 DEFAULT_HEARTBEAT_S = 5.0
+
+#: Largest stream id: ids are positive and fit a signed 64-bit integer in every language.
+MAX_STREAM_ID = 2**63 - 1

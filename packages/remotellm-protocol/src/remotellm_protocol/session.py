@@ -43,6 +43,7 @@ from remotellm_protocol.limits import (
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_STREAM_WINDOW,
     HELLO_MAX_FRAME_BYTES,
+    MAX_STREAM_ID,
     MIN_MAX_FRAME_BYTES,
 )
 from remotellm_protocol.streams import Stream, StreamEvent, StreamState
@@ -104,6 +105,8 @@ class _Session:
     def _open(self, error: _ErrorType, frame: Open) -> None:
         if frame.stream <= self.last_stream_id:
             raise error(f"open reuses stream id {frame.stream}")
+        if frame.stream > MAX_STREAM_ID:
+            raise error(f"open with stream id {frame.stream} beyond {MAX_STREAM_ID}")
         if len(self.streams) >= self.max_streams:
             raise error(f"open exceeds the connector's limit of {self.max_streams} streams")
         self.last_stream_id = frame.stream
