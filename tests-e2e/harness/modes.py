@@ -62,14 +62,15 @@ def upstream_choice(environ: Mapping[str, str] | None = None) -> UpstreamChoice:
     for path in reversed(_ENV_FILES):
         env.update(load_env_file(path))
     env.update(os.environ if environ is None else environ)
-    mode = env.get("REMOTELLM_E2E_MODE", "replay").strip().lower() or "replay"
-    if mode not in _MODES:
-        raise ValueError(f"REMOTELLM_E2E_MODE={mode!r}: expected one of {', '.join(_MODES)}")
+    given = env.get("REMOTELLM_E2E_MODE", "replay").strip().lower() or "replay"
+    mode = next((m for m in _MODES if m == given), None)
+    if mode is None:
+        raise ValueError(f"REMOTELLM_E2E_MODE={given!r}: expected one of {', '.join(_MODES)}")
     url = env.get("REMOTELLM_E2E_LLM_URL") or None
     if mode == "live" and url is None:
         raise ValueError("REMOTELLM_E2E_MODE=live needs REMOTELLM_E2E_LLM_URL (or .env.test)")
     return UpstreamChoice(
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,
         llm_url=url.rstrip("/").removesuffix("/v1") if url else None,
         api_key=env.get("REMOTELLM_E2E_LLM_API_KEY") or None,
         model=env.get("REMOTELLM_E2E_LLM_MODEL") or None,

@@ -99,7 +99,8 @@ async def inprocess_broker(
     )
     try:
         async with asyncio.timeout(10):
-            await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+            pending: set[asyncio.Future[Any]] = {task, ready}
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             task.result()  # raises why it did not start
         yield BrokerHandle(settings, store, ready.result(), stop, task)
