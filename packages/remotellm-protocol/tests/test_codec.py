@@ -188,9 +188,10 @@ def test_decode_rejects_nesting_one_level_beyond_the_limit() -> None:
     rejected(nested(MAX_NESTING_DEPTH - 1, b"\x90"))  # an empty array is a level too
 
 
-def test_decode_rejects_absurd_nesting_quickly_and_without_recursion() -> None:
+def test_decode_wraps_the_recursion_error_of_absurd_nesting() -> None:
     error = rejected(nested(500_000))
     assert error.close_code is CloseCode.PROTOCOL_ERROR
+    assert error.__cause__ is None  # a clean error, not a chained RecursionError
 
 
 def test_decode_counts_levels_of_maps_and_long_container_forms_alike() -> None:

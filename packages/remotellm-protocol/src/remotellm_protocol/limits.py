@@ -23,8 +23,8 @@ MIN_MAX_FRAME_BYTES = 1024
 
 #: Deepest nesting of msgpack maps and arrays a frame may have; the frame's own map is level 1.
 #: Frames of wire version 1 need 3 levels (``hello.models[i]``, ``open.headers[i]``); the rest is
-#: room for future fields. Deeper input is rejected before it reaches the decoder, so the limit
-#: is the same on every interpreter instead of depending on the recursion limit.
+#: room for future fields. ``decode`` enforces it exactly, so what is accepted is the same on
+#: every interpreter instead of depending on its recursion limit.
 MAX_NESTING_DEPTH = 32
 
 #: Largest frame accepted before the handshake (``hello`` with a long model list).
