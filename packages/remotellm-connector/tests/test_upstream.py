@@ -8,7 +8,7 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from remotellm_connector.demo_llm import DemoLLMConfig, DemoLLMServer, serve_demo_llm
+from remotellm_connector.demo_llm import DemoLLMConfig, DemoLLMServer, expected_text, serve_demo_llm
 from remotellm_connector.errors import UpstreamInterrupted, UpstreamTimeout, UpstreamUnreachable
 from remotellm_connector.forward import UpstreamRequest, UsageMode, plan_request
 from remotellm_connector.upstream import Upstream
@@ -145,3 +145,13 @@ async def test_server_rejecting_stream_options_gets_the_request_as_the_client_se
         names = [k for k, _ in resp.headers]
         assert "set-cookie" not in names
         assert "x-custom" in names
+
+
+async def test_a_large_request_body_is_sent_whole(demo: DemoLLMServer) -> None:
+    prompt = "y" * (3 * 1024 * 1024)
+    body = {**CHAT, "messages": [{"role": "user", "content": prompt}]}
+    async with Upstream(demo.url) as upstream:
+        status, answer, _ = await read_all(upstream, request(body))
+    assert status == 200
+    content = msgspec.json.decode(answer)["choices"][0]["message"]["content"]
+    assert content == expected_text(body, 8)

@@ -12,6 +12,7 @@ closes the connection rather than returning it to the pool, which is how the LLM
 the client is gone and stops generating.
 """
 
+import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -47,6 +48,8 @@ DROP_RESPONSE_HEADERS: Final = frozenset(
         "set-cookie",
     }
 )
+#: Request bodies above this go to aiohttp as a stream (its limit for plain bytes).
+_LARGE_BODY: Final = 1024 * 1024
 #: Statuses with which servers refuse an unknown ``stream_options`` field.
 _REJECTS_OPTION: Final = frozenset({400, 422})
 
@@ -154,9 +157,12 @@ class Upstream:
             headers["Content-Type"] = "application/json"
         headers["Accept-Encoding"] = "identity"
         headers.update(self.auth_headers())
+        body: bytes | io.BytesIO | None = req.body or None
+        if req.body and len(req.body) > _LARGE_BODY:
+            body = io.BytesIO(req.body)  # aiohttp writes big bytes in one go and warns
         try:
             return await self.session.request(
-                req.method, self.base_url + req.path, data=req.body or None, headers=headers
+                req.method, self.base_url + req.path, data=body, headers=headers
             )
         except aiohttp.ConnectionTimeoutError as exc:
             raise UpstreamUnreachable(f"connecting to the LLM server timed out: {exc}") from exc
