@@ -131,6 +131,14 @@ def test_a_connector_cannot_offer_fewer_than_one_stream_and_may_then_try_again()
     assert (connector.hello_sent, connector.max_streams) == (True, 1)
 
 
+@pytest.mark.parametrize("name", ["", "x" * 129, "tab\there", "new\nline"])
+def test_a_connector_name_is_1_to_128_printable_characters(name: str) -> None:
+    hello = Hello(name=name, version="1")
+    assert "hello.name" in local_error(ConnectorSession(), hello)
+    assert "hello.name" in remote_error(BrokerSession(), hello)
+    assert BrokerSession().receive(encode(Hello(name="é" * 128, version="1"))) is not None
+
+
 def test_a_connector_sends_hello_once() -> None:
     connector = ConnectorSession()
     connector.send(Hello(name="a", version="1"))

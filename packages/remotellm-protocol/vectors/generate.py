@@ -416,6 +416,8 @@ def sequences() -> dict[str, tuple[str, str, list[Step], str]]:
         "hello-without-streams": ("max_streams is at least 1", "broker",
                                   [("receive", Hello(name="a", version="1", max_streams=0))],
                                   "reject"),
+        "hello-without-name": ("a name is 1-128 printable characters", "broker",
+                               [("receive", Hello(name="", version="1"))], "reject"),
         "second-hello": ("hello comes once", "broker", _broker(("receive", HELLO)), "reject"),
         "open-from-connector": ("a connector never sends broker frames", "broker",
                                 _broker(("receive", open_(1))), "reject"),

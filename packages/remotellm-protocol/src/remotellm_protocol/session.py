@@ -54,6 +54,9 @@ __all__ = ["BrokerSession", "ConnectorSession", "SessionState"]
 #: upper bound: map header, tag, two keys, int, bin32 header).
 DATA_FRAME_OVERHEAD = 40
 
+#: Longest connector name (``hello.name``): it shows up in logs, metrics and the portal.
+MAX_NAME_LENGTH = 128
+
 #: HTTP statuses a ``head`` may carry.
 _STATUSES = range(100, 600)
 
@@ -187,8 +190,7 @@ class ConnectorSession(_Session):
             case Hello():
                 if self.hello_sent:
                     raise LocalProtocolError("hello sent twice")
-                if frame.max_streams < 1:
-                    raise LocalProtocolError("hello.max_streams must be at least 1")
+                _check_hello(LocalProtocolError, frame)
                 self.hello_sent = True
                 self.max_streams = frame.max_streams
             case Models():
@@ -340,8 +342,7 @@ class BrokerSession(_Session):
         if self.hello is None:
             if not isinstance(frame, Hello):
                 raise RemoteProtocolError(f"expected hello, got {_tag(frame)}")
-            if frame.max_streams < 1:
-                raise RemoteProtocolError("hello.max_streams must be at least 1")
+            _check_hello(RemoteProtocolError, frame)
             self.hello = frame
             self.max_streams = frame.max_streams
         elif not isinstance(frame, Models):  # a model list may follow hello at once
@@ -376,6 +377,13 @@ class BrokerSession(_Session):
         if stream is None or stream.cancelled:
             return None
         return self.send(Cancel(stream=stream_id, reason=reason))
+
+
+def _check_hello(error: _ErrorType, frame: Hello) -> None:
+    if frame.max_streams < 1:
+        raise error("hello.max_streams must be at least 1")
+    if not 0 < len(frame.name) <= MAX_NAME_LENGTH or not frame.name.isprintable():
+        raise error(f"hello.name must be 1 to {MAX_NAME_LENGTH} printable characters")
 
 
 def _check_welcome(error: _ErrorType, frame: Welcome) -> None:
