@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -9,13 +10,16 @@ import openai
 import pytest
 
 from broker_rig import Rig, assert_openai_error, read_sse, running_broker
-from connector_peer import fail_with, serve_json, serve_sse
+from connector_peer import PeerStream, fail_with, serve_json, serve_sse
 from remotellm_protocol import BODY_CHUNK_BYTES, ErrorCode
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
 EMBEDDING = (
     b'{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5,0.25]}],'
     b'"model":"m","usage":{"prompt_tokens":1,"total_tokens":1}}'
+)
+UPSTREAM_400 = (
+    b'{"error":{"message":"context too long","type":"invalid_request_error","code":"ctx"}}'
 )
 COMPLETION = (
     b'{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
@@ -174,17 +178,30 @@ async def test_upstream_error_status_and_body_pass_through(rig: Rig) -> None:
     assert caught.value.message.endswith("context too long")
 
 
-async def test_upstream_error_on_a_stream_becomes_an_sse_error_event(rig: Rig) -> None:
-    upstream = (
-        b'{"error":{"message":"context too long","type":"invalid_request_error","code":"ctx"}}'
-    )
-    await rig.peer(script=serve_json(upstream, status=400))
-    stream = await rig.client().chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "x"}], stream=True
-    )
-    with pytest.raises(openai.APIError, match="context too long"):
-        async for _ in stream:
-            pass
+async def test_a_stream_the_model_refuses_up_front_keeps_its_status(rig: Rig) -> None:
+    # Cline and others recognise "context window exceeded" by the 400, also for streams.
+    await rig.peer(script=serve_json(UPSTREAM_400, status=400))
+    with pytest.raises(openai.BadRequestError) as caught:
+        await rig.client().chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+    assert caught.value.message.endswith("context too long")
+    assert caught.value.code == "ctx"
+
+
+async def test_a_refusal_after_keep_alives_started_is_an_sse_error_event(tmp_path: Path) -> None:
+    async def late_refusal(stream: PeerStream) -> None:
+        await asyncio.sleep(0.25)  # past the first keep-alive: the 200 is out already
+        await serve_json(UPSTREAM_400, status=400)(stream)
+
+    async with running_broker(tmp_path, keepalive_interval_s=0.1) as rig:
+        await rig.peer(script=late_refusal)
+        stream = await rig.client().chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        with pytest.raises(openai.APIError, match="context too long"):
+            async for _ in stream:
+                pass
 
 
 async def test_connector_error_before_the_response_maps_to_a_status(rig: Rig) -> None:
@@ -208,14 +225,32 @@ async def test_connector_error_before_the_response_maps_to_a_status(rig: Rig) ->
         assert resp.status == 403
 
 
-async def test_connector_error_on_a_stream_is_an_error_event_without_done(rig: Rig) -> None:
+async def test_connector_error_before_a_stream_started_keeps_its_status(rig: Rig) -> None:
     await rig.peer(script=fail_with(ErrorCode.UPSTREAM_UNREACHABLE, "refused"))
     async with rig.http.post(
         rig.url + "/v1/chat/completions", json={**CHAT, "stream": True}, headers=rig.auth
     ) as resp:
-        lines = await read_sse(resp)
-    assert lines[0] == "event: error"
-    assert_openai_error(json.loads(lines[1].removeprefix("data: ")), "upstream_unreachable")
+        assert resp.status == 502
+        assert_openai_error(await resp.json(), "upstream_unreachable")
+
+
+async def test_connector_error_after_keep_alives_is_an_error_event_without_done(
+    tmp_path: Path,
+) -> None:
+    async def late_failure(stream: PeerStream) -> None:
+        await asyncio.sleep(0.25)
+        await fail_with(ErrorCode.UPSTREAM_TIMEOUT, "slow")(stream)
+
+    async with running_broker(tmp_path, keepalive_interval_s=0.1) as rig:
+        await rig.peer(script=late_failure)
+        async with rig.http.post(
+            rig.url + "/v1/chat/completions", json={**CHAT, "stream": True}, headers=rig.auth
+        ) as resp:
+            assert resp.status == 200
+            lines = await read_sse(resp)
+    assert lines[:2] == [": keep-alive", ": keep-alive"]
+    assert lines[-2] == "event: error"
+    assert_openai_error(json.loads(lines[-1].removeprefix("data: ")), "upstream_timeout")
     assert "data: [DONE]" not in lines
 
 

@@ -105,7 +105,7 @@ async def test_concurrent_streams_per_key_are_capped_and_freed_when_clients_leav
 
 
 async def test_blocking_a_user_ends_their_open_streams_within_a_second(tmp_path: Path) -> None:
-    async with running_broker(tmp_path) as rig:
+    async with running_broker(tmp_path, keepalive_interval_s=0.1) as rig:
         bob = rig.store.add_user("bob")
         peer = await rig.peer(script=stall)
 

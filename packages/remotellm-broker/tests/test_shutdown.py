@@ -54,7 +54,7 @@ async def test_shutdown_drains_in_flight_streams_then_closes_connectors(tmp_path
 
 
 async def test_streams_still_running_at_the_timeout_end_with_an_error(tmp_path: Path) -> None:
-    async with running_broker(tmp_path, shutdown_timeout=0.3) as rig:
+    async with running_broker(tmp_path, shutdown_timeout=0.3, keepalive_interval_s=0.1) as rig:
         peer = await rig.peer(script=stall)
 
         async def stream() -> list[str]:

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from broker_rig import Rig, assert_openai_error, read_sse, running_broker, wait_for
-from connector_peer import PeerStream, sse_chunks, stall
+from connector_peer import PeerStream, serve_sse, sse_chunks, stall
 from remotellm_protocol import CancelReason, Usage
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
@@ -51,6 +51,23 @@ async def test_headers_go_out_at_once_and_keep_alives_flow_during_prefill(rig: R
     first_data = next(i for i, line in enumerate(lines) if line.startswith("data:"))
     assert all(line.startswith(":") for line in lines[:first_data])
     assert not any(line.startswith(":") for line in lines[first_data:])
+    assert lines[-1] == "data: [DONE]"
+
+
+async def test_without_an_answer_the_headers_go_out_with_the_first_keep_alive(rig: Rig) -> None:
+    async def no_head_yet(stream: PeerStream) -> None:
+        await asyncio.sleep(0.35)
+        await serve_sse(1)(stream)
+
+    await rig.peer(script=no_head_yet)
+    started = time.monotonic()
+    async with rig.http.post(
+        rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth
+    ) as resp:
+        assert 0.05 < time.monotonic() - started < 0.3
+        assert resp.status == 200
+        lines = await read_sse(resp)
+    assert lines[0] == ": keep-alive"
     assert lines[-1] == "data: [DONE]"
 
 

@@ -4,11 +4,16 @@ The path of a request: take a slot on a connector (waiting in the fair queue if 
 busy), send ``open`` (and ``body`` frames), then copy each ``data`` chunk straight to the
 client the moment it arrives and grant credit once it is written.
 
-For a streaming request the SSE headers go out as soon as a connector is chosen, and an SSE
-comment every ``keepalive_interval_s`` until the first byte, so clients and proxies with
-idle timeouts survive a long prefill. Once a response has started, a failure cannot change
-the status any more: a stream gets an SSE ``error`` event and ends without ``[DONE]``; a
-plain response has its connection closed mid-body, so it cannot pass for complete.
+For a streaming request the response starts the moment the model server answers (the
+connector's ``head``), or at the latest with the first SSE comment ``: keep-alive``, due
+``keepalive_interval_s`` after the request arrived and repeated until the first byte, so
+clients and proxies with idle timeouts survive a long prefill. Waiting for ``head`` keeps the
+model server's own refusals intact: a prompt over the context length stays an HTTP 400 (which
+clients such as Cline act on) instead of becoming a 200 with an error inside.
+
+Once a response has started, a failure cannot change the status any more: a stream gets an
+SSE ``error`` event and ends without ``[DONE]``; a plain response has its connection closed
+mid-body, so it cannot pass for complete.
 
 Retries: when the chosen connector vanishes before the response started, or answers
 ``OVERLOADED``/``GOING_AWAY``, the request goes to another connector (up to
@@ -91,6 +96,8 @@ class _Relay:
         self.principal = principal
         self.body = body
         self.resp: web.StreamResponse | None = None
+        #: ``resp`` when it is the SSE response this broker started (keep-alives go there).
+        self.sse: web.StreamResponse | None = None
         self.channel = ex.channel = Channel()
         self.loop = asyncio.get_running_loop()
         self.deadline = self.loop.time() + state.settings.request_timeout_s
@@ -107,6 +114,8 @@ class _Relay:
         ex, router = self.ex, self.state.router
         assert ex.model is not None
         deadline_timer = self.loop.call_at(self.deadline, ex.cut, CancelReason.DEADLINE)
+        if ex.stream:
+            self._arm_keepalive()
         tried: list[ConnectorLink] = []
         error = OpenAIError(503, "No connector is available for this model.", code="no_capacity")
         try:
@@ -204,8 +213,6 @@ class _Relay:
             self.state.router.release(link)
             raise _Retry(OpenAIError(503, "The connector went away.", code="no_capacity")) from None
         try:
-            if ex.stream and self.resp is None:
-                await self._start_sse()
             if len(self.body) > BODY_CHUNK_BYTES:
                 await link.send_body(stream_id, self.body)
             self.head = None
@@ -249,10 +256,13 @@ class _Relay:
         ex = self.ex
         if isinstance(item, Head):
             self.head = item
-            if ex.stream and item.status >= 400:
+            if self.resp is None:
+                if ex.stream and item.status < 400:
+                    await self._start_sse()
+                else:  # a plain response, or a stream the model server refused up front
+                    await self._start_plain(item)
+            elif item.status >= 400:  # the stream already started (keep-alives went out)
                 self.error_body = bytearray()  # becomes an SSE error event at the end
-            elif not ex.stream:
-                await self._start_plain(item)
         elif isinstance(item, Lost):
             if self.head is None:
                 raise _Retry(OpenAIError(503, "The connector disconnected.", code="no_capacity"))
@@ -264,9 +274,12 @@ class _Relay:
         elif isinstance(item, Cut):
             link.cancel(stream_id, item.reason)
             raise from_cancel(item.reason)
-        elif isinstance(item, Tick) and self.resp is not None and ex.stream and not ex.nbytes:
-            await self.resp.write(KEEPALIVE)
-            self._arm_keepalive()
+        elif isinstance(item, Tick) and not ex.nbytes and self.error_body is None:
+            if self.resp is None:
+                await self._start_sse()
+            if self.sse is not None:  # never into a plain (JSON) response
+                await self.sse.write(KEEPALIVE)
+                self._arm_keepalive()
 
     async def _end(self, end: End) -> web.StreamResponse:
         ex, head = self.ex, self.head
@@ -278,7 +291,7 @@ class _Relay:
             raise err
         if head is not None and self.error_body is not None:
             raise _upstream_error(head.status, bytes(self.error_body))
-        ex.status = 200 if head is None or ex.stream else head.status
+        ex.status = head.status if head is not None else 200
         resp = self.resp
         assert resp is not None
         await resp.write_eof()
@@ -292,9 +305,8 @@ class _Relay:
 
     async def _start_sse(self) -> None:
         resp = web.StreamResponse(status=200, headers={**self.ex.headers, **_SSE_HEADERS})
-        self.resp = resp
+        self.resp = self.sse = resp
         await resp.prepare(self.request)
-        self._arm_keepalive()
 
     async def _start_plain(self, head: Head) -> web.StreamResponse:
         content_type = "application/json"
@@ -313,7 +325,7 @@ class _Relay:
         if resp is None:
             raise err
         try:
-            if self.ex.stream:
+            if resp is self.sse:
                 await resp.write(err.sse_event())
                 await resp.write_eof()
             else:
