@@ -9,9 +9,12 @@ endpoint and only the shapes are checked (see ``harness.modes``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import urllib.request
 from collections.abc import AsyncIterator
 
+import openai
 import pytest
 
 from conftest import Relay, wait_models
@@ -20,14 +23,33 @@ from harness.modes import UpstreamChoice
 from harness.replay import serve_replay, sse_events
 from harness.sse import RawResponse, post_raw
 from harness.stack import BrokerHandle, inprocess_connector
+from harness.waits import wait_for_async
 
 # Every relayed request, except the stream the LLM refuses up front (its own test below).
 RELAYED = [e.name for e in CATALOGUE if e.method == "POST" and e.name != "error_400_context"]
 
 
 @pytest.fixture
-def by_name(recorded: list[Interaction]) -> dict[str, Interaction]:
-    return {i.name: i for i in recorded}
+def by_name(recorded: list[Interaction], upstream_mode: UpstreamChoice) -> dict[str, Interaction]:
+    """The interactions by name; in live mode their requests name the live model."""
+    items = {i.name: i for i in recorded}
+    if replaying(upstream_mode):
+        return items
+    assert upstream_mode.llm_url is not None
+    model = upstream_mode.model or _first_model(upstream_mode.llm_url, upstream_mode.api_key)
+    for entry in CATALOGUE:
+        if entry.body is not None:
+            body = json.dumps(entry.body(model)).encode()
+            items[entry.name] = dataclasses.replace(items[entry.name], request_body=body)
+    return items
+
+
+def _first_model(url: str, api_key: str | None) -> str:
+    request = urllib.request.Request(f"{url}/v1/models")
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return str(json.loads(response.read())["data"][0]["id"])
 
 
 @pytest.fixture
@@ -61,6 +83,13 @@ async def recorded_relay(
         if replaying(upstream_mode):
             models = json.loads(by_name["models"].body)
             await wait_models(relay, {m["id"] for m in models["data"]})
+        else:
+            async with relay.async_client() as client:
+
+                async def any_model() -> bool:
+                    return bool([m async for m in client.models.list()])
+
+                await wait_for_async(any_model, 15, what="the live endpoint's models")
         yield relay
 
 
@@ -104,6 +133,8 @@ async def test_a_recorded_answer_is_relayed_byte_for_byte(
     item = by_name[name]
     response = await post_raw(recorded_relay.url(item.path), recorded_relay.key, item.request_body)
     if not replaying(upstream_mode):
+        if response.status in (404, 501) and item.path == "/v1/embeddings":
+            pytest.skip("the live endpoint serves no embeddings")
         assert response.status < 500 or item.status >= 500
         return
     assert response.status == item.status
@@ -192,7 +223,12 @@ async def test_the_sync_sdk_gets_the_recorded_answers(
         with recorded_relay.sync_client() as client:
             stream = client.completions.create(**completion.request_json)
             text = "".join(c.choices[0].text for c in stream if c.choices)
-            vectors = client.embeddings.create(**embeddings.request_json)
+            try:
+                vectors = client.embeddings.create(**embeddings.request_json)
+            except openai.APIStatusError as exc:  # a live endpoint may serve no embeddings
+                if replaying(upstream_mode) or exc.status_code not in (404, 501):
+                    raise
+                return text, [[0.0]]
             return text, [d.embedding for d in vectors.data]
 
     text, vectors = await asyncio.to_thread(run)

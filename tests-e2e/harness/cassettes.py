@@ -13,6 +13,7 @@ chunk on the way back): the replay server then sees the very body that was recor
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,9 @@ __all__ = [
     "recorder",
 ]
 
-CASSETTE_DIR = E2E_ROOT / "cassettes"
+CASSETTE_DIR = Path(os.environ.get("REMOTELLM_E2E_CASSETTES") or E2E_ROOT / "cassettes")
+"""Where cassettes are read and recorded (``REMOTELLM_E2E_CASSETTES`` elsewhere, e.g. to try
+``record`` mode without touching the committed ones)."""
 # Credentials never go into a cassette: the request side loses these headers before saving.
 SCRUBBED_REQUEST_HEADERS = (
     "authorization",
