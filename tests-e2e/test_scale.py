@@ -172,3 +172,28 @@ async def test_models_follow_connectors_coming_and_going(broker: BrokerHandle) -
         async with inprocess_connector(broker.relay_url, token, llm_a.url, name="box") as third:
             relay.connector = third
             await wait_models(relay, {"llama-a"})
+
+
+async def test_a_request_whose_connector_vanishes_before_the_first_byte_goes_to_another(
+    open_broker: BrokerHandle,
+) -> None:
+    """DESIGN: "a request whose connector vanishes before the first byte is retried on
+    another". The first byte is the first body byte: the LLM is still in its prefill."""
+    key = open_broker.add_user("retry")
+    async with AsyncExitStack() as stack:
+        llms, connectors, proxies = await _two_connectors(open_broker, stack)
+        relay = Relay(open_broker, connectors[0], key, llms[0].url)
+        await wait_models(relay, {DEMO_MODEL})
+        body = stream_body(42, 6, gap_ms=0)
+        body["extra_body"]["x_ttft_ms"] = 1000
+        async with relay.async_client() as client:
+            request = asyncio.create_task(collect(client, body))
+            await wait_for(
+                lambda: any(llm.stats.live_streams for llm in llms), 5, what="the prefill"
+            )
+            chosen = next(i for i, llm in enumerate(llms) if llm.stats.live_streams)
+            proxies[chosen].refusing = True
+            proxies[chosen].cut()
+            tokens = await request
+        assert tokens == expected_tokens({"seed": 42}, 6)
+        assert llms[1 - chosen].stats.streams_completed == 1
