@@ -9,6 +9,7 @@ import aiohttp
 from broker_peer import BrokerPeer, error_code
 from conftest import StartConnector
 from remotellm_connector.demo_llm import DemoLLMServer
+from remotellm_connector.link import CLOSE_TIMEOUT_S
 from remotellm_protocol import CloseCode, Credit, ErrorCode, GoAway, encode
 
 CHAT: dict[str, Any] = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
@@ -199,3 +200,18 @@ async def test_goaway_frame_from_connector_is_well_formed(
     await conn.wait_closed()
     assert isinstance(conn.goaway, GoAway)
     assert conn.errors == []
+
+
+async def test_a_silent_broker_is_noticed_by_ping_timeout_and_redialled(
+    peer: BrokerPeer, start_connector: StartConnector
+) -> None:
+    # Defaults: 5 s ping period + 7 s pong deadline + 2 s close timeout = 14 s; ping scaled down.
+    await start_connector(ping_interval_s=0.2, ping_timeout_s=0.3)
+    conn = await peer.next_connection()
+    transport = conn.request.transport
+    assert transport is not None
+    transport.pause_reading()  # the broker hangs: no pong, no close, no RST
+    silent = time.monotonic()
+    await assert_serves(peer)
+    # ping period, pong deadline, close timeout, first reconnect delay, slack
+    assert time.monotonic() - silent < 0.2 + 0.3 + CLOSE_TIMEOUT_S + 1.0 + 1.0

@@ -68,9 +68,10 @@ class ConnectorSettings(msgspec.Struct, frozen=True, kw_only=True):
     llm_connect_timeout_s: float = 5.0
     #: Longest silence from the LLM (prefill before the first byte, gap between chunks).
     llm_read_timeout_s: float = 300.0
-    #: WebSocket ping period and pong deadline: a dead link is noticed within their sum.
+    #: WebSocket ping period and pong deadline: a dead link is noticed within their sum plus
+    #: the 2 s close timeout (14 s by default).
     ping_interval_s: float = 5.0
-    ping_timeout_s: float = 10.0
+    ping_timeout_s: float = 7.0
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # -- secrets: environment or file only, never a flag or the YAML file ---------------------

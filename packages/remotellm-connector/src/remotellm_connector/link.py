@@ -3,8 +3,8 @@
 It dials ``/v1/relay`` with the token and the subprotocols of every wire version this release
 speaks, sends ``hello``, waits for ``welcome``, then pumps: each binary message goes through
 ``session.receive`` to the dispatcher, each frame a stream task sends goes through
-``session.send`` to the socket. WebSocket ping/pong (``ping_interval_s`` + ``ping_timeout_s``,
-5 + 10 s by default) notices a dead link within 15 s.
+``session.send`` to the socket. WebSocket ping/pong notices a dead link within
+``ping_interval_s + ping_timeout_s + CLOSE_TIMEOUT_S`` (5 + 7 + 2 = 14 s by default).
 
 A frame the session rejects closes the connection with the error's close code and one log line;
 the service then reconnects. Nothing the broker sends can crash the process.
@@ -52,6 +52,8 @@ log = structlog.get_logger("remotellm_connector.link")
 #: Largest WebSocket message accepted; the session enforces the broker's own frame limit.
 MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 HANDSHAKE_TIMEOUT_S: Final = 10.0
+#: How long a close handshake may take; it adds to the ping timeout when the link is dead.
+CLOSE_TIMEOUT_S: Final = 2.0
 #: How long a forced shutdown waits for streams to send their error ``end``.
 FORCED_END_S: Final = 2.0
 
@@ -87,7 +89,7 @@ async def open_relay(
         open_timeout=HANDSHAKE_TIMEOUT_S,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
-        close_timeout=5,
+        close_timeout=CLOSE_TIMEOUT_S,
         max_size=MAX_MESSAGE_BYTES,
         max_queue=64,
         write_limit=256 * 1024,
@@ -130,7 +132,7 @@ class Link:
         metrics: Metrics,
         watcher: ModelWatcher,
         ping_interval: float = 5.0,
-        ping_timeout: float = 10.0,
+        ping_timeout: float = 7.0,
         on_connected: Callable[[], None] = lambda: None,
     ) -> None:
         self.url, self._token, self.name, self.max_streams = url, token, name, max_streams
@@ -247,8 +249,10 @@ class Link:
             state.reason = f"protocol error: {err.message}"
             log.warning("relay_protocol_error", error=err.message, close_code=int(err.close_code))
             await ws.close(err.close_code, err.message[:120])
-        except websockets.ConnectionClosed:
-            pass
+        except websockets.ConnectionClosed as exc:
+            if exc.rcvd is None:  # the broker said nothing: we closed, or the link died
+                what = f"{exc.sent.code} {exc.sent.reason}" if exc.sent else "no close frame"
+                state.reason = f"connection lost ({what})".strip()
 
     async def _announce(self, send: Callable[[Frame], Awaitable[None]], seen: int) -> None:
         """Send ``models`` whenever discovery reports a change."""
