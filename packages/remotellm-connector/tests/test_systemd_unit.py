@@ -57,9 +57,9 @@ def test_exec_start_uses_real_flags_and_keeps_the_token_out_of_argv() -> None:
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
-    command = Path(sys.executable).with_name("remotellm-connector")
-    assert command.exists()
-    text = UNIT.read_text().replace("/usr/local/bin/remotellm-connector", str(command))
+    # verify wants the program to exist: use this interpreter with ``-m remotellm_connector``.
+    command = f"{sys.executable} -m remotellm_connector"
+    text = UNIT.read_text().replace("/usr/local/bin/remotellm-connector", command)
     unit = tmp_path / UNIT.name
     unit.write_text(text)
     result = subprocess.run(
