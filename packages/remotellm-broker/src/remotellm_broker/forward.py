@@ -236,7 +236,7 @@ class _Relay:
         while True:
             item = await channel.get()
             if type(item) is Data:  # the hot path: one write, maybe one credit frame
-                chunk = item.chunk
+                chunk = channel.more_data(item.chunk)
                 resp = self.resp
                 if self.error_body is None and resp is not None:
                     if ex.ttft_s is None:
