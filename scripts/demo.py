@@ -160,8 +160,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"at {llm_url} (it answers with numbered demo tokens, not a real model)"
             )
 
-        token = cli("remotellm-broker", "tokens", "create", "demo-connector",
-                    "--users-file", users_file)
+        # A second run finds the token of the first in users.yaml: replace it (it was shown
+        # once and is gone), so `hatch run demo:up` works again and again.
+        if (
+            "demo-connector"
+            in cli("remotellm-broker", "tokens", "list", "--users-file", users_file).split()
+        ):
+            cli(
+                "remotellm-broker", "tokens", "revoke", "demo-connector", "--users-file", users_file
+            )
+        token = cli(
+            "remotellm-broker", "tokens", "create", "demo-connector", "--users-file", users_file
+        )
         try:
             key = cli("remotellm-broker", "users", "add", "demo", "--users-file", users_file)
         except SystemExit:
@@ -172,9 +182,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         procs.append(
             subprocess.Popen(
                 [
-                    str(BIN / "remotellm-broker"), "serve", "--port", str(port),
-                    "--health-port", str(free_port()), "--users-file", users_file,
-                    "--public-url", base,
+                    str(BIN / "remotellm-broker"),
+                    "serve",
+                    "--port",
+                    str(port),
+                    "--health-port",
+                    str(free_port()),
+                    "--users-file",
+                    users_file,
+                    "--public-url",
+                    base,
                 ]
             )
         )
@@ -182,18 +199,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         procs.append(
             subprocess.Popen(
                 [
-                    str(BIN / "remotellm-connector"), "run",
-                    "--broker-url", f"ws://127.0.0.1:{port}/v1/relay",
-                    "--llm-url", llm_url, "--name", "demo",
-                    "--health-port", str(free_port()),
+                    str(BIN / "remotellm-connector"),
+                    "run",
+                    "--broker-url",
+                    f"ws://127.0.0.1:{port}/v1/relay",
+                    "--llm-url",
+                    llm_url,
+                    "--name",
+                    "demo",
+                    "--health-port",
+                    str(free_port()),
                 ],
                 env=env,
             )
         )
-        models = wait_until("the connector to announce its models",
-                            lambda: models_listed(base, key))
+        models = wait_until(
+            "the connector to announce its models", lambda: models_listed(base, key)
+        )
         assert isinstance(models, list)
         model = models[0]
+        hello = '"messages": [{"role": "user", "content": "Say hello"}]'
         print(
             f"""
 remotellm is up.
@@ -204,7 +229,7 @@ remotellm is up.
 Stream a reply:
   curl -N {base}/v1/chat/completions -H "Authorization: Bearer {key}" \\
     -H "Content-Type: application/json" \\
-    -d '{{"model": "{model}", "stream": true, "messages": [{{"role": "user", "content": "Say hello"}}]}}'
+    -d '{{"model": "{model}", "stream": true, {hello}}}'
 
 Ctrl-C stops everything.""",
             flush=True,
