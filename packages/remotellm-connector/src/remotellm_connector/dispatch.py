@@ -274,8 +274,8 @@ class Dispatcher:
         rec.model = req.model
         async with self.upstream.open(req) as resp:
             rec.status = resp.status
+            stream.head_sent = True  # from here on a failure is an interruption, not a retry
             await self._send(Head(stream=stream.id, status=resp.status, headers=resp.headers))
-            stream.head_sent = True
             tap = UsageTap(resp.usage_mode)
             read, feed = resp.read, tap.feed
             while chunk := await read():
