@@ -64,6 +64,9 @@ def _openai_route(handler: RouteHandler) -> Callable[[web.Request], Awaitable[we
         except asyncio.CancelledError:
             ex.status = ex.status or 499
             raise
+        except Exception:  # a bug: the middleware answers 500 and logs the traceback
+            ex.status = 500
+            raise
         finally:
             _finish(state, ex)
         if not resp.prepared:

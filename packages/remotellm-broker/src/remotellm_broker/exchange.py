@@ -14,6 +14,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from remotellm_broker.channel import Channel, Cut
 from remotellm_protocol import CancelReason, Usage
@@ -87,7 +88,7 @@ class Exchange:
         self.cut_reason: CancelReason | None = None
         self.channel: Channel | None = None
         #: The future a queued request waits on for a connector slot.
-        self.waiting: asyncio.Future[object] | None = None
+        self.waiting: asyncio.Future[Any] | None = None
 
     @property
     def duration_s(self) -> float:

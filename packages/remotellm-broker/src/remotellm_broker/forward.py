@@ -29,8 +29,9 @@ from typing import Final
 import msgspec
 from aiohttp import web
 
+from remotellm_broker.acquire import acquire_slot
 from remotellm_broker.channel import TICK, Channel, Cut, Item, Lost, Tick
-from remotellm_broker.exchange import CutError, Exchange
+from remotellm_broker.exchange import Exchange
 from remotellm_broker.link import ConnectorLink, LinkGone
 from remotellm_broker.openai_errors import (
     RETRYABLE,
@@ -39,7 +40,6 @@ from remotellm_broker.openai_errors import (
     from_stream_error,
     retry_after_header,
 )
-from remotellm_broker.router import Waiter
 from remotellm_broker.state import BrokerState
 from remotellm_protocol import (
     BODY_CHUNK_BYTES,
@@ -122,7 +122,8 @@ class _Relay:
             while len(tried) < MAX_ATTEMPTS:
                 if tried and not router.has_candidate(ex.model, tried):
                     break
-                link = await self._acquire(tried)
+                remaining = max(self.deadline - self.loop.time(), 0.0)
+                link = await acquire_slot(self.state, ex, tried, remaining)
                 try:
                     return await self._attempt(link)
                 except _Retry as retry:
@@ -137,59 +138,6 @@ class _Relay:
             deadline_timer.cancel()
             if self.keepalive is not None:
                 self.keepalive.cancel()
-
-    # -- routing ----------------------------------------------------------------------------
-
-    async def _acquire(self, tried: list[ConnectorLink]) -> ConnectorLink:
-        ex, state = self.ex, self.state
-        assert ex.model is not None
-        assert ex.key_id is not None
-        if ex.cut_reason is not None:
-            raise from_cancel(ex.cut_reason)
-        link = state.router.pick(ex.model, tried)
-        if link is not None:
-            return link
-        future: asyncio.Future[object] = self.loop.create_future()
-
-        def grant(conn: ConnectorLink) -> bool:
-            if future.done():
-                return False
-            future.set_result(conn)
-            return True
-
-        waiter = Waiter(ex.model, ex.key_id, grant, tuple(tried))
-        if not state.router.enqueue(waiter):
-            raise OpenAIError(
-                503,
-                "Too many requests are waiting for this model; try again later.",
-                code="queue_full",
-                headers=retry_after_header(1.0),
-            )
-        ex.waiting = future
-        state.metrics.queued.inc()
-        timeout = min(state.settings.queue_timeout_s, max(self.deadline - self.loop.time(), 0))
-        try:
-            async with asyncio.timeout(timeout):
-                granted = await future
-        except BaseException as exc:
-            state.router.withdraw(waiter)
-            if future.done() and not future.cancelled() and future.exception() is None:
-                state.router.release(future.result())  # type: ignore[arg-type]
-            if isinstance(exc, TimeoutError):
-                raise OpenAIError(
-                    503,
-                    "Every connector serving this model is busy; try again later.",
-                    code="no_capacity",
-                    headers=retry_after_header(max(1.0, state.settings.queue_timeout_s / 10)),
-                ) from None
-            if isinstance(exc, CutError):
-                raise from_cancel(exc.reason) from None
-            raise
-        finally:
-            ex.waiting = None
-            state.metrics.queued.dec()
-        assert isinstance(granted, ConnectorLink)
-        return granted
 
     # -- one attempt on one connector -------------------------------------------------------
 

@@ -1,0 +1,75 @@
+"""Taking a connector slot for a request, waiting in the fair queue when all are busy.
+
+The router decides synchronously; this is the asynchronous side: a queued request waits on a
+future that the router's ``grant`` callback resolves when a slot frees up, and gives up on
+the queue timeout (503 with ``Retry-After``), on its deadline, when the broker cuts it (user
+blocked, shutdown) or when its client leaves. A slot granted in the same instant as the
+request gave up is handed straight back, so no slot ever leaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from remotellm_broker.exchange import CutError, Exchange
+from remotellm_broker.link import ConnectorLink
+from remotellm_broker.openai_errors import OpenAIError, from_cancel, retry_after_header
+from remotellm_broker.router import Waiter
+from remotellm_broker.state import BrokerState
+
+__all__ = ["acquire_slot"]
+
+
+async def acquire_slot(
+    state: BrokerState, ex: Exchange, tried: Sequence[ConnectorLink], remaining_s: float
+) -> ConnectorLink:
+    """A slot on a connector serving ``ex.model`` other than ``tried``; ``OpenAIError`` if
+    none comes within the queue timeout (or ``remaining_s`` of the request's deadline)."""
+    assert ex.model is not None
+    assert ex.key_id is not None
+    if ex.cut_reason is not None:
+        raise from_cancel(ex.cut_reason)
+    router = state.router
+    link = router.pick(ex.model, tried)
+    if link is not None:
+        return link
+    future: asyncio.Future[ConnectorLink] = asyncio.get_running_loop().create_future()
+
+    def grant(conn: ConnectorLink) -> bool:
+        if future.done():
+            return False
+        future.set_result(conn)
+        return True
+
+    waiter = Waiter(ex.model, ex.key_id, grant, tuple(tried))
+    if not router.enqueue(waiter):
+        raise OpenAIError(
+            503,
+            "Too many requests are waiting for this model; try again later.",
+            code="queue_full",
+            headers=retry_after_header(1.0),
+        )
+    ex.waiting = future
+    state.metrics.queued.inc()
+    queue_timeout = state.settings.queue_timeout_s
+    try:
+        async with asyncio.timeout(min(queue_timeout, remaining_s)):
+            return await future
+    except BaseException as exc:
+        router.withdraw(waiter)
+        if future.done() and not future.cancelled() and future.exception() is None:
+            router.release(future.result())  # granted just as we gave up: give it back
+        if isinstance(exc, TimeoutError):
+            raise OpenAIError(
+                503,
+                "Every connector serving this model is busy; try again later.",
+                code="no_capacity",
+                headers=retry_after_header(max(1.0, queue_timeout / 10)),
+            ) from None
+        if isinstance(exc, CutError):
+            raise from_cancel(exc.reason) from None
+        raise
+    finally:
+        ex.waiting = None
+        state.metrics.queued.dec()
