@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
@@ -185,22 +186,21 @@ async def test_rate_limit_answers_429_with_retry_after(broker_factory: Any) -> N
 
 async def test_a_down_llm_is_a_502(broker: BrokerHandle) -> None:
     key = broker.add_user("bob")
-    async with serve_demo_llm(DemoLLMConfig(models=(DEMO_MODEL,))) as llm:
-        llm_url = llm.url
-        connector = inprocess_connector(
-            broker.relay_url, broker.connector_token(), llm_url, models_refresh_s=60.0
-        )
-        handle = await connector.__aenter__()
-    try:
-        relay = Relay(broker, handle, key, llm_url)
-        await wait_models(relay, {DEMO_MODEL})
+    token = broker.connector_token()
+    async with AsyncExitStack() as outlives_the_llm:
+        async with serve_demo_llm(DemoLLMConfig(models=(DEMO_MODEL,))) as llm:
+            # A slow model refresh: the connector keeps announcing the model it last saw.
+            connector = await outlives_the_llm.enter_async_context(
+                inprocess_connector(broker.relay_url, token, llm.url, models_refresh_s=60.0)
+            )
+            relay = Relay(broker, connector, key, llm.url)
+            await wait_models(relay, {DEMO_MODEL})
+        # The LLM server is gone now; the connector is still up.
         async with relay.async_client() as client:
             with pytest.raises(openai.APIStatusError) as caught:
                 await client.chat.completions.create(**chat("anyone there?", 2))
-        assert caught.value.status_code == 502
-        assert caught.value.code == "upstream_unreachable"
-    finally:
-        await connector.__aexit__(None, None, None)
+    assert caught.value.status_code == 502
+    assert caught.value.code == "upstream_unreachable"
 
 
 @pytest.fixture

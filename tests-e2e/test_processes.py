@@ -130,24 +130,19 @@ async def test_rate_limit_from_the_environment_answers_429_with_retry_after(
 
 
 async def test_a_down_llm_is_a_502_from_the_processes(tmp_path: Path) -> None:
-    async with broker_process(tmp_path) as broker:
+    env = {"REMOTELLM_CONNECTOR_MODELS_REFRESH_S": "60"}  # keeps announcing the last models
+    async with broker_process(tmp_path) as broker, AsyncExitStack() as outlives_the_llm:
         key = broker.add_user("bob")
+        token = broker.connector_token("c")
         async with serve_demo_llm(DemoLLMConfig(models=(MODEL,))) as llm:
-            llm_url = llm.url
-            env = {"REMOTELLM_CONNECTOR_MODELS_REFRESH_S": "60"}
-            connector = connector_process(
-                broker.relay_url, broker.connector_token("c"), llm_url, tmp_path, env=env
+            await outlives_the_llm.enter_async_context(
+                connector_process(broker.relay_url, token, llm.url, tmp_path, env=env)
             )
-            await connector.__aenter__()
-            stack = ProcStack(broker, None, llm, key, tmp_path)
-            await stack.wait_models({MODEL})
-        try:
-            body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}]}
-            response = await post_raw(f"{broker.api_url}/chat/completions", key, body)
-            assert response.status == 502
-            assert response.json["error"]["code"] == "upstream_unreachable"
-        finally:
-            await connector.__aexit__(None, None, None)
+            await ProcStack(broker, None, llm, key, tmp_path).wait_models({MODEL})
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}]}
+        response = await post_raw(f"{broker.api_url}/chat/completions", key, body)
+    assert response.status == 502
+    assert response.json["error"]["code"] == "upstream_unreachable"
 
 
 async def test_sigterm_to_the_connector_lets_streams_finish(stack: ProcStack) -> None:
@@ -306,3 +301,13 @@ async def test_a_client_hanging_up_stops_the_llm_through_the_processes(stack: Pr
         response.close()
     await wait_for(lambda: stack.llm.stats.disconnects, 2, what="the LLM to see the hang-up")
     assert stack.llm.stats.disconnects[0].at - hung_up < 0.5
+
+
+@pytest.mark.broker_env({"REMOTELLM_BROKER_KEEPALIVE_INTERVAL_S": "1"})
+async def test_keepalive_interval_from_the_environment(stack: ProcStack) -> None:
+    body = {**stream_body(4, 3), "x_ttft_ms": 2500}
+    del body["extra_body"]
+    response = await post_raw(f"{stack.broker.api_url}/chat/completions", stack.key, body)
+    comments = [e for e in response.events if e.comment is not None]
+    assert len(comments) >= 2
+    assert response.data_events[-1].data == "[DONE]"
