@@ -25,6 +25,23 @@ from remotellm_connector.demo_llm import DemoLLMConfig, DemoLLMServer, serve_dem
 DEMO_MODEL = "demo"
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Prepare the slow prerequisites once, before any test and outside every test timeout:
+    the llama.cpp build (~7 min on 2 cores the first time, then cached) and ``npm ci``."""
+    if session.config.option.collectonly:
+        return
+    markers = {m.name for item in session.items for m in item.iter_markers()}
+    if "llama" in markers:
+        from llama.server import ensure_binary, ensure_model
+
+        ensure_binary()
+        ensure_model()
+    if "node" in markers:
+        from harness.node import ensure_node_client
+
+        ensure_node_client()
+
+
 @dataclass
 class Relay:
     """A broker with one connector in front of an upstream, and a user's key."""

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from conftest import Relay, wait_models
-from harness.node import ensure_node_client, run_cline
+from harness.node import run_cline
 from harness.sse import RawResponse, post_raw
 from harness.stack import BrokerHandle, inprocess_connector
 from llama import LlamaServer, start_llama_server
@@ -197,7 +197,6 @@ async def test_an_upstream_refusal_keeps_llama_cpps_message(
 async def test_a_cline_request_from_node_reaches_llama_cpp(
     llama_relay: Relay, llama_server: LlamaServer
 ) -> None:
-    await asyncio.to_thread(ensure_node_client)
     report = await run_cline(
         {
             "baseURL": llama_relay.api_url,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from conftest import DEMO_MODEL, Relay
-from harness.node import ensure_node_client, run_cline
+from harness.node import run_cline
 from harness.waits import wait_for
 from remotellm_connector.demo_llm import (
     DemoLLMServer,
@@ -25,20 +25,14 @@ from remotellm_connector.demo_llm.content import prompt_bytes, prompt_token_coun
 pytestmark = pytest.mark.node
 
 TOKENS = 8  # the demo_llm fixture's tokens per answer when max_tokens is not set (Cline's way)
-
-
-@pytest.fixture(scope="session")
-def node_client() -> None:
-    ensure_node_client()
+# npm ci runs once, before the tests (conftest.pytest_collection_finish).
 
 
 def options(relay: Relay, **extra: Any) -> dict[str, Any]:
     return {"baseURL": relay.api_url, "apiKey": relay.key, "model": DEMO_MODEL, **extra}
 
 
-async def test_a_cline_request_streams_the_exact_answer_with_usage(
-    node_client: None, relay: Relay
-) -> None:
+async def test_a_cline_request_streams_the_exact_answer_with_usage(relay: Relay) -> None:
     report = await run_cline(options(relay))
     assert report["ok"], report["error"]
     sent = report["request"]
@@ -55,7 +49,7 @@ async def test_a_cline_request_streams_the_exact_answer_with_usage(
     assert len(report["ids"]) == 1
 
 
-async def test_a_cline_tool_call_arrives_whole(node_client: None, relay: Relay) -> None:
+async def test_a_cline_tool_call_arrives_whole(relay: Relay) -> None:
     report = await run_cline(options(relay, tools=True))
     assert report["ok"], report["error"]
     assert report["finishReason"] == "tool_calls"
@@ -65,24 +59,20 @@ async def test_a_cline_tool_call_arrives_whole(node_client: None, relay: Relay) 
     assert report["usage"]["completion_tokens"] == TOKENS
 
 
-async def test_a_bad_key_is_a_401_for_the_node_client(node_client: None, relay: Relay) -> None:
+async def test_a_bad_key_is_a_401_for_the_node_client(relay: Relay) -> None:
     report = await run_cline({**options(relay), "apiKey": "sk-" + "f" * 32})
     assert not report["ok"]
     assert report["error"]["status"] == 401
 
 
-async def test_a_broken_stream_is_an_error_for_the_node_client(
-    node_client: None, relay: Relay
-) -> None:
+async def test_a_broken_stream_is_an_error_for_the_node_client(relay: Relay) -> None:
     report = await run_cline(options(relay, extra={"x_fail_after": 3}))
     assert not report["ok"], "a truncated answer must not look complete to Cline"
     assert report["error"] is not None
     assert report["contentDeltas"] == expected_tokens(report["request"], TOKENS)[:3]
 
 
-async def test_cline_hanging_up_stops_the_llm(
-    node_client: None, relay: Relay, demo_llm: DemoLLMServer
-) -> None:
+async def test_cline_hanging_up_stops_the_llm(relay: Relay, demo_llm: DemoLLMServer) -> None:
     extra = {"max_tokens": 1000, "x_gap_ms": 20}
     report = await run_cline(options(relay, extra=extra, abortAfterChunks=5))
     assert report["aborted"]
