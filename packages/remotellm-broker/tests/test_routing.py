@@ -77,6 +77,26 @@ async def test_a_connector_vanishing_before_the_first_byte_is_retried_elsewhere(
     assert (len(a.opens), len(b.opens)) == (1, 1)
 
 
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_connector_lost_after_head_but_before_any_body_byte_is_retried(
+    rig: Rig, stream: bool
+) -> None:
+    async def head_then_vanish(s: PeerStream) -> None:
+        await s.head(200, [("content-type", "text/event-stream")])
+        await asyncio.sleep(0.1)  # the prefill: no body byte yet
+        await s.peer.drop()
+
+    a = await rig.peer(name="a", script=head_then_vanish)
+    b = await rig.peer(name="b", script=serve_sse(2))
+    async with rig.http.post(
+        rig.url + "/v1/chat/completions", json={**STREAM, "stream": stream}, headers=rig.auth
+    ) as resp:
+        assert resp.status == 200
+        lines = await read_sse(resp)
+    assert lines[-1] == "data: [DONE]"
+    assert (len(a.opens), len(b.opens)) == (1, 1)
+
+
 async def test_overloaded_and_going_away_answers_are_retried_on_another_connector(rig: Rig) -> None:
     a = await rig.peer(name="a", script=fail_with(ErrorCode.OVERLOADED, retry_after=3))
     b = await rig.peer(name="b", script=fail_with(ErrorCode.GOING_AWAY))

@@ -185,13 +185,15 @@ class _Relay:
             item = await channel.get()
             if type(item) is Data:  # the hot path: one write, maybe one credit frame
                 chunk = channel.more_data(item.chunk)
-                resp = self.resp
-                if self.error_body is None and resp is not None:
+                if self.error_body is None:
+                    resp = self.resp
+                    if resp is None:  # the first body byte of a plain response
+                        resp = await self._start_plain()
                     if ex.ttft_s is None:
                         ex.ttft_s = time.perf_counter() - ex.started
                     await resp.write(chunk)
                     ex.nbytes += len(chunk)
-                elif self.error_body is not None:
+                else:
                     self.error_body += chunk[: _ERROR_BODY_LIMIT - len(self.error_body)]
                 link.acknowledge(stream_id, len(chunk))
             elif type(item) is End:
@@ -203,16 +205,17 @@ class _Relay:
         """Everything but ``data`` and ``end``: head, connection lost, cut, keep-alive tick."""
         ex = self.ex
         if isinstance(item, Head):
+            # A plain response (or a stream the model server refused up front, which keeps
+            # its status) starts with its first body byte, so a connector lost before that
+            # can still be replaced by another one.
             self.head = item
-            if self.resp is None:
+            if self.sse is None:
                 if ex.stream and item.status < 400:
                     await self._start_sse()
-                else:  # a plain response, or a stream the model server refused up front
-                    await self._start_plain(item)
             elif item.status >= 400:  # the stream already started (keep-alives went out)
                 self.error_body = bytearray()  # becomes an SSE error event at the end
         elif isinstance(item, Lost):
-            if self.head is None:
+            if self._untouched():
                 raise _Retry(OpenAIError(503, "The connector disconnected.", code="no_capacity"))
             raise OpenAIError(
                 502,
@@ -223,25 +226,30 @@ class _Relay:
             link.cancel(stream_id, item.reason)
             raise from_cancel(item.reason)
         elif isinstance(item, Tick) and not ex.nbytes and self.error_body is None:
-            if self.resp is None:
+            if self.resp is None and self.head is None:  # no answer yet: start the stream
                 await self._start_sse()
             if self.sse is not None:  # never into a plain (JSON) response
                 await self.sse.write(KEEPALIVE)
                 self._arm_keepalive()
+
+    def _untouched(self) -> bool:
+        """Nothing of this attempt reached the client: another connector may take over."""
+        return not self.ex.nbytes and (self.resp is None or self.resp is self.sse)
 
     async def _end(self, end: End) -> web.StreamResponse:
         ex, head = self.ex, self.head
         ex.usage = end.usage
         if end.error is not None:
             err = from_stream_error(end.error)
-            if head is None and ErrorCode.parse(end.error.code) in RETRYABLE:
+            if self._untouched() and ErrorCode.parse(end.error.code) in RETRYABLE:
                 raise _Retry(err)
             raise err
         if head is not None and self.error_body is not None:
             raise _upstream_error(head.status, bytes(self.error_body))
         ex.status = head.status if head is not None else 200
         resp = self.resp
-        assert resp is not None
+        if resp is None:  # a plain response with an empty body
+            resp = await self._start_plain()
         await resp.write_eof()
         return resp
 
@@ -256,7 +264,9 @@ class _Relay:
         self.resp = self.sse = resp
         await resp.prepare(self.request)
 
-    async def _start_plain(self, head: Head) -> web.StreamResponse:
+    async def _start_plain(self) -> web.StreamResponse:
+        head = self.head
+        assert head is not None  # the protocol puts head before data and a clean end
         content_type = "application/json"
         for name, value in head.headers:
             if name.lower() == "content-type":
