@@ -15,9 +15,9 @@ Once a response has started, a failure cannot change the status any more: a stre
 SSE ``error`` event and ends without ``[DONE]``; a plain response has its connection closed
 mid-body, so it cannot pass for complete.
 
-Retries: when the chosen connector vanishes before the response started, or answers
-``OVERLOADED``/``GOING_AWAY``, the request goes to another connector (up to
-``MAX_ATTEMPTS``), never twice to the same one.
+Retries: when the chosen connector vanishes before the first body byte reached the client
+(during the prefill, say), or answers ``OVERLOADED``/``GOING_AWAY``, the request goes to
+another connector (up to ``MAX_ATTEMPTS``), never twice to the same one.
 """
 
 from __future__ import annotations
