@@ -110,20 +110,32 @@ async def test_a_relay_dropped_mid_stream_ends_with_an_error_then_the_connector_
     assert proxy.accepted >= 2
 
 
-async def test_a_relay_dropped_before_the_first_token_ends_cleanly(
-    proxied: tuple[Relay, TcpProxy],
+async def test_a_relay_dropped_before_the_first_token_ends_cleanly_then_works_again(
+    proxied: tuple[Relay, TcpProxy], demo_llm: DemoLLMServer
 ) -> None:
+    """One connector, cut during the LLM's prefill: there is no other connector to retry on
+    (with two, the request moves over: test_scale). The client must get a clean error (or,
+    from a broker that waits for the reconnect, the full answer), never a hang or a stream
+    that looks complete; after the reconnect the same request succeeds."""
     relay, proxy = proxied
     body = chat("slow thinker", 5, x_ttft_ms=800)
-    request = asyncio.create_task(post_raw(f"{relay.api_url}/chat/completions", relay.key, body))
-    await asyncio.sleep(0.3)  # the request is in the LLM's prefill now
+    url = f"{relay.api_url}/chat/completions"
+    request = asyncio.create_task(post_raw(url, relay.key, body))
+    await wait_for(lambda: demo_llm.stats.live_streams, 5, what="the LLM's prefill")
     assert proxy.cut() == 1
     response = await request
-    if response.data_events and response.data_events[-1].data == "[DONE]":
-        assert content_of(response) == expected_text(body, 5)  # retried after the reconnect
-    else:
+    if response.status != 200:  # refused before the stream started: a retryable status
+        assert response.status == 503
+        assert int(response.header("Retry-After") or 0) >= 1
+    elif response.data_events[-1].data != "[DONE]":
         assert_clean_error_end(response)
         assert content_of(response) == ""
+    else:
+        assert content_of(response) == expected_text(body, 5)
+    await relay.connector.wait_connected(within=10)
+    await wait_models(relay, {DEMO_MODEL})
+    again = await post_raw(url, relay.key, body)
+    assert content_of(again) == expected_text(body, 5)
 
 
 async def test_an_llm_dying_mid_stream_is_an_error_event_not_a_short_answer(
