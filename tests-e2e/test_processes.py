@@ -20,6 +20,7 @@ import aiohttp
 import openai
 import pytest
 
+from harness.clients import collect
 from harness.procs import BrokerProcess, Proc, broker_process, connector_process
 from harness.sse import RawResponse, post_raw
 from harness.tcpproxy import tcp_proxy
@@ -66,13 +67,6 @@ def stream_body(seed: int, n: int, **x: Any) -> dict[str, Any]:
         "stream": True,
         "extra_body": x,
     }
-
-
-async def collect(client: openai.AsyncOpenAI, body: dict[str, Any]) -> list[str]:
-    stream = await client.chat.completions.create(**body)
-    return [
-        c.choices[0].delta.content async for c in stream if c.choices and c.choices[0].delta.content
-    ]
 
 
 @pytest.fixture
@@ -191,10 +185,10 @@ async def test_a_killed_connector_loses_only_its_streams(tmp_path: Path) -> None
         )
         async with stack.client() as client:
             bodies = [stream_body(s, 60, x_gap_ms=25) for s in range(20)]
-            tasks = [asyncio.create_task(collect(client, b)) for b in bodies]
-            await wait_for(
-                lambda: sum(llm.stats.live_streams for llm in llms) == 20, 10, what="20 streams"
-            )
+            progress: dict[int, int] = {}
+            tasks = [asyncio.create_task(collect(client, b, progress)) for b in bodies]
+            # All past their first token, so none can be moved to the other connector.
+            await wait_for(lambda: len(progress) == 20, 10, what="20 streams to be flowing")
             doomed = llms[0].stats.live_streams
             connectors[0].kill()  # SIGKILL: a crash, not a shutdown
             results = await asyncio.gather(*tasks, return_exceptions=True)

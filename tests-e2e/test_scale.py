@@ -17,6 +17,7 @@ import openai
 import pytest
 
 from conftest import DEMO_MODEL, Relay, wait_models
+from harness.clients import collect
 from harness.stack import BrokerHandle, ConnectorHandle, inprocess_broker, inprocess_connector
 from harness.tcpproxy import TcpProxy, tcp_proxy
 from harness.waits import wait_for
@@ -37,13 +38,6 @@ def stream_body(seed: int, n: int, gap_ms: float) -> dict[str, Any]:
         "stream": True,
         "extra_body": {"x_gap_ms": gap_ms},
     }
-
-
-async def collect(client: openai.AsyncOpenAI, body: dict[str, Any]) -> list[str]:
-    stream = await client.chat.completions.create(**body)
-    return [
-        c.choices[0].delta.content async for c in stream if c.choices and c.choices[0].delta.content
-    ]
 
 
 @pytest.fixture
@@ -122,12 +116,11 @@ async def test_a_dying_connector_loses_only_its_in_flight_streams(
         await wait_models(relay, {DEMO_MODEL})
         bodies = [stream_body(seed, 60, gap_ms=25) for seed in range(30)]
         async with relay.async_client() as client:
-            tasks = [asyncio.create_task(collect(client, b)) for b in bodies]
-            await wait_for(
-                lambda: sum(llm.stats.live_streams for llm in llms) == 30,
-                10,
-                what="all 30 streams to be generating",
-            )
+            progress: dict[int, int] = {}
+            tasks = [asyncio.create_task(collect(client, b, progress)) for b in bodies]
+            # Every stream past its first token: a stream that has not started may still be
+            # moved to the other connector (test_a_request_whose_connector_vanishes…).
+            await wait_for(lambda: len(progress) == 30, 10, what="30 streams to be flowing")
             doomed = llms[0].stats.live_streams
             assert doomed > 0
             # gpu-a's network dies for good: its relay socket is reset, it cannot come back.

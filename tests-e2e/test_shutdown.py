@@ -10,10 +10,10 @@ import asyncio
 from typing import Any
 
 import aiohttp
-import openai
 import pytest
 
 from conftest import DEMO_MODEL, Relay, wait_models
+from harness.clients import collect
 from harness.sse import post_raw
 from harness.stack import inprocess_broker, inprocess_connector
 from harness.waits import wait_for
@@ -29,13 +29,6 @@ def stream_body(seed: int, n: int, gap_ms: float) -> dict[str, Any]:
         "stream": True,
         "extra_body": {"x_gap_ms": gap_ms},
     }
-
-
-async def collect(client: openai.AsyncOpenAI, body: dict[str, Any]) -> list[str]:
-    stream = await client.chat.completions.create(**body)
-    return [
-        c.choices[0].delta.content async for c in stream if c.choices and c.choices[0].delta.content
-    ]
 
 
 async def test_connector_shutdown_lets_streams_in_flight_finish(
