@@ -18,6 +18,7 @@ import pytest
 from conftest import DEMO_MODEL, Relay, wait_models
 from harness.sse import post_raw
 from harness.stack import BrokerHandle, inprocess_broker, inprocess_connector
+from harness.waits import wait_for_async
 from remotellm_connector.demo_llm import (
     DemoLLMConfig,
     embedding_vector,
@@ -112,15 +113,17 @@ async def test_usage_is_counted_but_not_sent_when_not_asked(relay: Relay) -> Non
     assert "".join(
         e.json["choices"][0]["delta"].get("content") or "" for e in response.data_events[:-1]
     ) == expected_text(body, 5)
-    # ...yet the connector read the usage on its way and the broker counted it.
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"{relay.broker.health_url}/metrics") as metrics,
-    ):
-        text = await metrics.text()
-    found = re.search(r'remotellm_broker_tokens_total\{kind="completion"\} (\S+)', text)
-    assert found is not None
-    assert float(found.group(1)) == 5
+    # ...yet the connector read the usage on its way and the broker counted it (the count
+    # lands when the request's handler finishes, a moment after the client saw the end).
+    async with aiohttp.ClientSession() as session:
+
+        async def counted() -> bool:
+            async with session.get(f"{relay.broker.health_url}/metrics") as metrics:
+                text = await metrics.text()
+            found = re.search(r'remotellm_broker_tokens_total\{kind="completion"\} (\S+)', text)
+            return found is not None and float(found.group(1)) == 5
+
+        await wait_for_async(counted, 2, what="the broker to count 5 completion tokens")
 
 
 async def test_an_invalid_key_is_rejected(relay: Relay) -> None:
