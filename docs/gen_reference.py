@@ -61,8 +61,7 @@ _FALLBACK: dict[str, dict[str, str]] = {
         "max_body_bytes": "Larger request bodies get HTTP 413.",
         "queue_timeout_s": "How long a request waits for a free connector before HTTP 503.",
         "queue_max": "Requests waiting for a connector at most, across all keys.",
-        "keepalive_interval_s": "Period of the `: keep-alive` SSE comment while no token "
-        "has come.",
+        "keepalive_interval_s": "Period of the `: keep-alive` SSE comment while no token has come.",
         "stream_window": "Relay flow-control window per stream, in bytes.",
         "shutdown_timeout": "Seconds in-flight requests may run on after SIGTERM.",
         "request_timeout_s": "Deadline of one request, in seconds.",
@@ -201,19 +200,7 @@ def _describe_type(info: mi.Type) -> str:
     if isinstance(info, mi.ListType):
         return f"list of {_describe_type(info.item_type)}s"
     if isinstance(info, mi.IntType | mi.FloatType):
-        name = "integer" if isinstance(info, mi.IntType) else "number"
-        bounds = []
-        if info.ge is not None and info.le is not None:
-            return f"{name} {info.ge}–{info.le}"
-        if info.ge is not None:
-            bounds.append(f"≥ {info.ge}")
-        if info.gt is not None:
-            bounds.append(f"> {info.gt}")
-        if info.le is not None:
-            bounds.append(f"≤ {info.le}")
-        if info.lt is not None:
-            bounds.append(f"< {info.lt}")
-        return " ".join([name, *bounds])
+        return _describe_number(info)
     if isinstance(info, mi.StrType):
         if info.pattern is not None:
             return f"string matching `{info.pattern}`"
@@ -225,6 +212,18 @@ def _describe_type(info: mi.Type) -> str:
     if isinstance(info, mi.BoolType):
         return "boolean"
     return type(info).__name__.removesuffix("Type").lower()
+
+
+def _describe_number(info: mi.IntType | mi.FloatType) -> str:
+    name = "integer" if isinstance(info, mi.IntType) else "number"
+    if info.ge is not None and info.le is not None:
+        return f"{name}, {info.ge} to {info.le}"
+    bounds = [
+        f"{symbol} {value}"
+        for symbol, value in (("≥", info.ge), (">", info.gt), ("≤", info.le), ("<", info.lt))
+        if value is not None
+    ]
+    return " ".join([name, *bounds])
 
 
 def _show_default(field: msgspec.structs.FieldInfo) -> str:
@@ -378,7 +377,7 @@ def _metric_rows(registry: Any) -> Iterator[tuple[str, str, str, str]]:
     # The label names live on the collector objects; the registry's public collect() only
     # shows labels of children that already exist.
     labels: dict[str, tuple[str, ...]] = {}
-    for collector in list(registry._collector_to_names):  # noqa: SLF001
+    for collector in list(registry._collector_to_names):
         name = getattr(collector, "_name", None)
         if name is not None:
             labels[name] = tuple(getattr(collector, "_labelnames", ()))
@@ -405,8 +404,10 @@ def metrics_page() -> str:
         ),
     ]
     out = [
-        GENERATED.format(source="the Prometheus registries of remotellm_broker.metrics and "
-                         "remotellm_connector.metrics"),
+        GENERATED.format(
+            source="the Prometheus registries of remotellm_broker.metrics and "
+            "remotellm_connector.metrics"
+        ),
         "# Metrics reference\n",
         "Both services serve Prometheus text format at `/metrics` on their health port "
         "(default `127.0.0.1:8080`), never on the public API port. Histograms expose "
@@ -453,6 +454,10 @@ def stale(pages: Mapping[Path, str]) -> list[Path]:
     ]
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(DOCS.parent)) if path.is_relative_to(DOCS.parent) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if a page is stale")
@@ -461,14 +466,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         old = stale(pages)
         for path in old:
-            print(f"stale: {path.relative_to(DOCS.parent)}", file=sys.stderr)
+            print(f"stale: {_shown(path)}", file=sys.stderr)
         if old:
             print("run: python docs/gen_reference.py", file=sys.stderr)
         return 1 if old else 0
     REFERENCE.mkdir(exist_ok=True)
     for path in stale(pages):
         path.write_text(pages[path], encoding="utf-8")
-        print(f"wrote {path.relative_to(DOCS.parent)}")
+        print(f"wrote {_shown(path)}")
     return 0
 
 
