@@ -5,18 +5,39 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/ensure-system-deps.sh
+# --fast (hatch run test:fast): the quick loop, without slow suites, the browser and llama.cpp.
+fast=0
+if [ "${1:-}" = "--fast" ]; then
+  fast=1
+  shift
+  set -- -m "not slow and not browser and not llama" "$@"
+else
+  bash scripts/ensure-system-deps.sh
+fi
 
-echo "== remotellm-protocol (100% branch coverage required)"
-coverage run --rcfile=packages/remotellm-protocol/pyproject.toml -m pytest \
-  -c packages/remotellm-protocol/pyproject.toml --rootdir=packages/remotellm-protocol \
-  -p no:cacheprovider packages/remotellm-protocol/tests "$@"
-coverage report --rcfile=packages/remotellm-protocol/pyproject.toml
+# Every part runs even when an earlier one failed, so one run shows every failure; the exit
+# status is non-zero if any part failed.
+failed=()
+part() {
+  local name=$1
+  shift
+  echo "== $name"
+  if ! "$@"; then
+    failed+=("$name")
+  fi
+}
+
+protocol_tests() {
+  coverage run --rcfile=packages/remotellm-protocol/pyproject.toml -m pytest \
+    -c packages/remotellm-protocol/pyproject.toml --rootdir=packages/remotellm-protocol \
+    -p no:cacheprovider packages/remotellm-protocol/tests "$@" &&
+    coverage report --rcfile=packages/remotellm-protocol/pyproject.toml
+}
+part "remotellm-protocol (100% branch coverage required)" protocol_tests "$@"
 
 for pkg in connector broker; do
   if compgen -G "packages/remotellm-$pkg/tests/test_*.py" >/dev/null; then
-    echo "== remotellm-$pkg"
-    pytest -c "packages/remotellm-$pkg/pyproject.toml" --rootdir="packages/remotellm-$pkg" \
+    part "remotellm-$pkg" pytest -c "packages/remotellm-$pkg/pyproject.toml" --rootdir="packages/remotellm-$pkg" \
       -p no:cacheprovider "packages/remotellm-$pkg/tests" "$@"
   fi
 done
@@ -24,9 +45,22 @@ done
 if compgen -G "tests-e2e/test_*.py" >/dev/null; then
   # The real llama.cpp server is built once (~7 min on 2 cores) and cached in
   # ~/.cache/remotellm/llama; doing it here keeps it out of any test's timeout.
-  echo "== llama.cpp server for the e2e suite (cached after the first build)"
-  python tests-e2e/llama/build_llama_server.py >/dev/null
-  python tests-e2e/llama/make_tiny_model.py >/dev/null
-  echo "== tests-e2e"
-  pytest -c tests-e2e/pytest.ini --rootdir=tests-e2e -p no:cacheprovider tests-e2e "$@"
+  if [ "$fast" = 0 ]; then
+    echo "== llama.cpp server for the e2e suite (cached after the first build)"
+    python tests-e2e/llama/build_llama_server.py >/dev/null
+    python tests-e2e/llama/make_tiny_model.py >/dev/null
+  fi
+  part tests-e2e pytest -c tests-e2e/pytest.ini --rootdir=tests-e2e -p no:cacheprovider \
+    tests-e2e "$@"
 fi
+
+if [ "$fast" = 0 ] && command -v hatch >/dev/null; then
+  part "lint (ruff)" hatch run lint:check
+  part "types (mypy --strict)" hatch run types:check
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "== FAILED: ${failed[*]}" >&2
+  exit 1
+fi
+echo "== all parts passed"
