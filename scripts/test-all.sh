@@ -57,6 +57,7 @@ fi
 if [ "$fast" = 0 ] && command -v hatch >/dev/null; then
   part "lint (ruff)" hatch run lint:check
   part "types (mypy --strict)" hatch run types:check
+  part "docs site (mkdocs --strict: broken links and anchors fail)" hatch run docs:build --quiet
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then
