@@ -225,6 +225,7 @@ def summarise(group: Group, outcomes: list[Outcome]) -> dict[str, Any]:
         "gap_p99_ms": _ms(gaps, 99),
         "gap_max_ms": _ms(gaps, 100),
         "max_silence_ms": max((o.max_silence * 1000 for o in ok), default=None),
+        "reads_per_token": sum(o.reads for o in ok) / tokens if tokens else None,
     }
 
 

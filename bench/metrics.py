@@ -91,6 +91,7 @@ _FAIL = Metric("failures (any inexact stream counts)", _failures, target=("<=", 
 _CPU = Metric("relay CPU per token (µs)", _cpu_per_token_us)
 _CLIENT = Metric("client CPU (% of a core)", _client_cpu_pct)
 _WAKE = Metric("relay wake-ups per token", _per_token("wakeups"))
+_READS = Metric("client reads per token (< 1: coalesced)", _g("reads_per_token"))
 _KERNEL = Metric("relay CPU in the kernel (%)", _kernel_share)
 
 METRICS: dict[str, tuple[Metric, ...]] = {
@@ -108,6 +109,7 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric("relay CPU per token (µs)", _cpu_per_token_us, target=("<=", 6)),
         Metric("TTFT p50 (ms)", _g("ttft_p50_ms"), "delta"),
         Metric("upstream streams at once", _peak_streams),
+        _READS,
         _WAKE,
         _KERNEL,
         _CLIENT,
@@ -119,6 +121,7 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric("TTFT p50 (ms)", _g("ttft_p50_ms"), "delta", ("<=", 5)),
         Metric("TTFT p99 (ms)", _g("ttft_p99_ms"), "delta"),
         _CPU,
+        _READS,
         _WAKE,
         _KERNEL,
         _CLIENT,
@@ -131,6 +134,7 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric("TTFT p99 (ms)", _g("ttft_p99_ms"), "delta", ("<=", 50)),
         Metric("relay CPU per token (µs)", _cpu_per_token_us, target=("<=", 35)),
         Metric("relay peak RSS (MB)", _rss_peak_mb, target=("<=", 100)),
+        _READS,
         _WAKE,
         _KERNEL,
         _CLIENT,

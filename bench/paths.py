@@ -4,7 +4,9 @@
 - ``remotellm``: client → broker → WebSocket → connector → demo LLM, started with the console
   scripts exactly as an operator would (``users add``, ``users limits``, ``tokens create``,
   ``serve``, ``run``), limits lifted so the relay, not a rate limit, is measured.
-- ``remotellm-uvloop`` (``--paths remotellm,remotellm-uvloop``): the same on uvloop's loop.
+- ``remotellm-uvloop``, ``remotellm-gc``, ``remotellm-mmap`` (``--paths remotellm,…``): the
+  same processes with one knob changed (uvloop; ``gc.freeze()`` after the imports; glibc's
+  malloc thresholds), to measure a change before anyone makes it.
 - ``litellm`` (``--with litellm``): LiteLLM proxy from its own venv (see ``bench.others``).
 - ``ssh`` (``--with ssh``): an ``ssh -R`` tunnel through a throwaway local sshd.
 
@@ -206,7 +208,8 @@ class Rig:
 
         starters = {
             "remotellm": self.start_remotellm,
-            "remotellm-uvloop": lambda: self.start_remotellm("remotellm-uvloop", uvloop=True),
+            "remotellm-uvloop": lambda: self.start_remotellm("remotellm-uvloop", prelude=_UVLOOP),
+            "remotellm-gc": lambda: self.start_remotellm("remotellm-gc", prelude=_GC_FREEZE),
             "remotellm-mmap": lambda: self.start_remotellm("remotellm-mmap", env=_NO_MMAP_CHURN),
             **others.starters(self),
         }
@@ -218,11 +221,12 @@ class Rig:
             self.skipped[name] = str(why)
 
     def start_remotellm(
-        self, name: str = "remotellm", *, uvloop: bool = False, env: dict[str, str] | None = None
+        self, name: str = "remotellm", *, prelude: str = "", env: dict[str, str] | None = None
     ) -> BenchPath:
         """Broker + connector. Bench-only variants, to measure a change before making it:
-        ``uvloop`` runs the same entry points on uvloop's event loop; ``env`` adds variables
-        to both processes (``remotellm-mmap``: glibc malloc thresholds, see ``_NO_MMAP_CHURN``).
+        ``prelude`` is Python run after the entry point's imports and before its ``main``
+        (``_UVLOOP``, ``_GC_FREEZE``); ``env`` adds variables to both processes
+        (``remotellm-mmap``: glibc malloc thresholds, see ``_NO_MMAP_CHURN``).
         """
         users = str(self.workdir / f"{name}-users.yaml")
         key = _cli("remotellm-broker", "users", "add", "bench", "--users-file", users)
@@ -232,7 +236,7 @@ class Rig:
         port = free_port()
         broker = self.spawn(
             f"{name}-broker",
-            [*_entry("remotellm-broker", uvloop), "serve", "--port", str(port),
+            [*_entry("remotellm-broker", prelude), "serve", "--port", str(port),
              "--health-port", str(free_port()), "--users-file", users,
              "--rate-limit-rpm", "0", "--rate-limit-burst", "0", "--max-streams-per-key", "0"],
             env={**os.environ, **(env or {})},
@@ -240,7 +244,7 @@ class Rig:
         env = {**os.environ, **(env or {}), "REMOTELLM_CONNECTOR_TOKEN": token}
         connector = self.spawn(
             f"{name}-connector",
-            [*_entry("remotellm-connector", uvloop), "run",
+            [*_entry("remotellm-connector", prelude), "run",
              "--broker-url", f"ws://127.0.0.1:{port}/v1/relay", "--llm-url", self.upstream_url,
              "--name", "bench", "--health-port", str(free_port()), "--max-streams", "4096"],
             env=env,
@@ -264,14 +268,20 @@ class Rig:
 _NO_MMAP_CHURN = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "16777216"}
 
 
-def _entry(script: str, uvloop: bool) -> list[str]:
-    """The console script, or its entry point run after ``uvloop.install()``."""
-    if not uvloop:
+_UVLOOP = "import uvloop; uvloop.install()"
+#: Start-up objects (every imported module) out of the collector's reach: a full collection
+#: then walks only what the running service allocated.
+_GC_FREEZE = "import gc; gc.collect(); gc.freeze()"
+
+
+def _entry(script: str, prelude: str) -> list[str]:
+    """The console script, or its entry point with ``prelude`` run just before ``main``."""
+    if not prelude:
         return [str(BIN / script)]
     module = script.replace("-", "_") + ".cli"
     code = (
-        "import sys, uvloop; uvloop.install(); "
-        f"sys.argv[0] = {script!r}; from {module} import main; sys.exit(main())"
+        f"import sys; from {module} import main; {prelude}; "
+        f"sys.argv[0] = {script!r}; sys.exit(main())"
     )
     return [sys.executable, "-c", code]
 

@@ -30,6 +30,8 @@ class Outcome:
     bytes_out: int
     bytes_in: int
     tokens: int = 0
+    reads: int = 0
+    """Socket reads that brought body bytes: below ``tokens``, something coalesced them."""
     ttft: float | None = None
     gaps: list[float] = field(default_factory=list)
     max_silence: float = 0.0
@@ -47,7 +49,9 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
 
 
 def _base(ex: Exchange, body: bytes) -> Outcome:
-    return Outcome(ex.error, ex.sent_at, ex.done_at or ex.sent_at, ex.request_bytes, len(body))
+    outcome = Outcome(ex.error, ex.sent_at, ex.done_at or ex.sent_at, ex.request_bytes, len(body))
+    outcome.reads = len(ex.mark_t)
+    return outcome
 
 
 def _refused(ex: Exchange, body: bytes, outcome: Outcome) -> bool:
