@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.paths import Rig
-from bench.run import RESULTS, _raise_fd_limit, run_loadgen
+from bench.run import RESULTS, _raise_fd_limit, exclusive, run_loadgen
 from bench.workloads import workloads
 
 __all__ = ["main", "summarise_stacks"]
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     _raise_fd_limit()
     report = [f"# relay profile, {workload.name}: {workload.title}", ""]
-    with Rig(RESULTS / f"{stamp}-profile-logs") as rig:
+    with exclusive("this profile"), Rig(RESULTS / f"{stamp}-profile-logs") as rig:
         rig.start_upstream()
         rig.add(args.path)
         path = rig.paths[args.path]

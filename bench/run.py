@@ -13,13 +13,17 @@ Writes ``bench/results/<stamp>.json`` (every figure of every repetition) and ``<
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,25 @@ __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+
+
+LOCK = Path(tempfile.gettempdir()) / "remotellm-bench.lock"
+
+
+@contextmanager
+def exclusive(what: str) -> Iterator[None]:
+    """One measurement at a time on this machine: two runs on two cores would each measure
+    the other (SIGSTOP pauses only a run's own paths). A second run waits, and says so."""
+    with LOCK.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"* another benchmark holds {LOCK}; {what} waits for it", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _raise_fd_limit() -> None:
@@ -159,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": {},
         "idle": {},
     }
-    with Rig(args.out / f"{stamp}-logs") as rig:
+    with exclusive("this run"), Rig(args.out / f"{stamp}-logs") as rig:
         rig.start_upstream()
         for name in [x for x in f"{args.paths},{args.extra}".split(",") if x]:
             rig.add(name)
