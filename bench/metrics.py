@@ -27,7 +27,7 @@ class Metric:
 
 def _g(key: str, group: str = "main") -> Callable[[Run], float | None]:
     def read(run: Run) -> float | None:
-        value = run["loadgen"]["groups"][group][key]
+        value = run["loadgen"]["groups"][group].get(key)  # older results lack newer keys
         return None if value is None else float(value)
 
     return read
