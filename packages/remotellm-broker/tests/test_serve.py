@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -125,3 +126,28 @@ def test_a_bad_setting_stops_start_up_naming_the_field(
     assert done.returncode != 0
     assert field in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("flag", "health"), [("--port", False), ("--health-port", True)])
+def test_a_port_in_use_stops_start_up_with_one_line_naming_it(
+    flag: str, health: bool, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = ["--port", "0", "--health-port", str(port)] if health else ["--port", str(port)]
+        done = subprocess.run(
+            [str(BIN), "serve", *ports],
+            cwd=tmp_path,
+            env={**_env(), "REMOTELLM_BROKER_LOG_LEVEL": "warning"},
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    [line] = [line for line in done.stderr.splitlines() if line.strip()]
+    assert f"127.0.0.1:{port}" in line
+    assert flag in line

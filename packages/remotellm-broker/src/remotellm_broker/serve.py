@@ -29,13 +29,32 @@ from remotellm_broker.config import BrokerSettings, ConfigError, load_settings
 from remotellm_broker.logs import configure_logging, get_logger
 from remotellm_broker.users import UserStore, UserStoreError
 
-__all__ = ["Bound", "run_broker", "serve"]
+__all__ = ["BindError", "Bound", "run_broker", "serve"]
 
 log = get_logger("remotellm_broker.serve")
 
 #: Request line and header size limits: generous, so odd-but-legal headers reach the app
 #: (and get an OpenAI-shaped answer) instead of the HTTP parser's plain-text 400.
 _MAX_HEADER_BYTES = 32 * 1024
+
+
+class BindError(OSError):
+    """A listening address could not be taken (in use, not ours, not permitted)."""
+
+    def __init__(self, what: str, host: str, port: int, flag: str, cause: OSError) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        reason = os.strerror(cause.errno) if cause.errno else str(cause)
+        super().__init__(
+            f"cannot listen for the {what} on {shown}:{port} ({reason}); "
+            f"choose another port with {flag}"
+        )
+
+
+async def _listen(runner: web.AppRunner, what: str, host: str, port: int, flag: str) -> None:
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        raise BindError(what, host, port, flag, exc) from None
 
 
 @dataclass(frozen=True)
@@ -77,8 +96,19 @@ async def run_broker(
     await runner.setup()
     await health_runner.setup()
     try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
-        await web.TCPSite(health_runner, settings.health_host, settings.health_port).start()
+        await _listen(runner, "API", settings.host, settings.port, "--port")
+        await _listen(
+            health_runner,
+            "health server",
+            settings.health_host,
+            settings.health_port,
+            "--health-port",
+        )
+    except BindError:
+        await runner.cleanup()  # nothing was served: no drain, no shutdown log lines
+        await health_runner.cleanup()
+        raise
+    try:
         bound = Bound(
             settings.host,
             int(runner.addresses[0][1]),
@@ -165,7 +195,10 @@ def serve(config_file: Path | None, **flags: Any) -> None:
         )
     except UserStoreError as exc:
         raise click.ClickException(str(exc)) from None
-    asyncio.run(_main(settings, store))
+    try:
+        asyncio.run(_main(settings, store))
+    except BindError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 async def _main(settings: BrokerSettings, store: UserStore) -> None:
