@@ -54,6 +54,10 @@ if compgen -G "tests-e2e/test_*.py" >/dev/null; then
     tests-e2e "$@"
 fi
 
+# A tiny W1/W3/W6 through the real processes: exactness only, never timing, so the benchmark
+# suite itself cannot rot.
+part "bench smoke" pytest -c bench/pytest.ini --rootdir=. -p no:cacheprovider bench "$@"
+
 if [ "$fast" = 0 ] && command -v hatch >/dev/null; then
   part "lint (ruff)" hatch run lint:check
   part "types (mypy --strict)" hatch run types:check
