@@ -5,6 +5,15 @@ The relay endpoint reads frames off the connector's WebSocket and pushes each on
 Besides frames, a channel carries markers: the connection was ``LOST``, the broker ``Cut``
 the request (user blocked, deadline, shutdown), or a keep-alive ``TICK`` fell due.
 
+The hot path skips the queue: once a response is flowing, its request handler installs a
+``sink`` (a plain function that writes to the client's socket) and the link hands each
+``data`` chunk to ``offer``, which stages it; the link flushes every staged channel once per
+batch of frames read (one ``call_soon`` per batch, no timer), so all chunks of a stream that
+arrived together leave in one write, without waking the handler's task at all. Whatever the
+sink cannot take (the client's socket is paused or closing), and every non-``data`` event,
+goes through the queue; staged bytes are flushed before any event is queued, and nothing is
+staged while the queue holds items, so the client sees the bytes in the order they came.
+
 The channel needs no size bound of its own: per-stream credit (``stream_window``) already
 caps the response bytes a connector may have in flight, and credit is only granted after
 the bytes were written to the client. A slow client therefore holds at most one window of
@@ -15,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 from remotellm_protocol import CancelReason, Data, End, Head
@@ -52,17 +62,49 @@ Item = Head | Data | End | Lost | Tick | Cut
 class Channel:
     """A single-consumer queue of stream events with a cheap wake-up."""
 
-    __slots__ = ("_items", "_loop", "_waiter")
+    __slots__ = ("_items", "_loop", "_staged", "_waiter", "sink")
 
     def __init__(self) -> None:
         self._items: deque[Item] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()  # looked up once, not per wait
+        self._staged: list[bytes] = []
+        #: Writes a chunk straight to the client; False when it cannot take it now.
+        self.sink: Callable[[bytes], bool] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
 
+    def offer(self, frame: Data) -> bool:
+        """Take one ``data`` frame: staged for ``flush`` when a sink is installed and nothing
+        is queued, else queued. True when this is the first chunk staged since the last
+        flush (the caller then schedules one)."""
+        if self.sink is None or self._items:
+            self.push(frame)
+            return False
+        staged = self._staged
+        staged.append(frame.chunk)
+        return len(staged) == 1
+
+    def flush(self) -> None:
+        """Write the staged chunks as one; queue them if the sink refuses."""
+        staged = self._staged
+        if not staged:
+            return
+        chunk = staged[0] if len(staged) == 1 else b"".join(staged)
+        staged.clear()
+        sink = self.sink
+        if sink is None:  # the request is over: nobody reads these bytes any more
+            return
+        if not sink(chunk):
+            self._queue(Data(stream=0, chunk=chunk))
+
     def push(self, item: Item) -> None:
+        if self._staged:
+            self.flush()
+        self._queue(item)
+
+    def _queue(self, item: Item) -> None:
         self._items.append(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Final
 
 import msgspec
@@ -176,6 +177,7 @@ class _Relay:
             assert self.resp is not None
             return self.resp
         finally:
+            self.channel.sink = None
             link.detach(stream_id)
 
     async def _pump(self, link: ConnectorLink, stream_id: int) -> web.StreamResponse:
@@ -193,6 +195,9 @@ class _Relay:
                         ex.ttft_s = time.perf_counter() - ex.started
                     await resp.write(chunk)
                     ex.nbytes += len(chunk)
+                    await self.request.writer.drain()  # waits only while the client lags
+                    if channel.sink is None:
+                        channel.sink = self._sink(resp, link, stream_id)
                 else:
                     self.error_body += chunk[: _ERROR_BODY_LIMIT - len(self.error_body)]
                 link.acknowledge(stream_id, len(chunk))
@@ -200,6 +205,34 @@ class _Relay:
                 return await self._end(item)
             else:
                 await self._event(link, stream_id, item)
+
+    def _sink(
+        self, resp: web.StreamResponse, link: ConnectorLink, stream_id: int
+    ) -> Callable[[bytes], bool] | None:
+        """The hot path once the response flows: a function the link calls with the chunks
+        of one batch, writing them to the client's socket in one call (HTTP/1.1 chunked
+        framing done here, as aiohttp would) and granting credit, without waking this
+        request's task. None when the response is not a plain byte stream we can frame."""
+        transport, protocol = self.request.transport, self.request.protocol
+        encoding = resp.headers.get("Transfer-Encoding", "").lower()
+        if transport is None or resp.compression or "Content-Length" in resp.headers:
+            return None
+        if encoding not in ("", "chunked"):
+            return None
+        chunked = encoding == "chunked"
+        ex = self.ex
+        acknowledge = link.acknowledge
+
+        def sink(chunk: bytes) -> bool:
+            if protocol.writing_paused or transport.is_closing():
+                return False  # the task writes it, waiting for the client to catch up
+            size = len(chunk)
+            transport.write(b"%x\r\n%b\r\n" % (size, chunk) if chunked else chunk)
+            ex.nbytes += size
+            acknowledge(stream_id, size)
+            return True
+
+        return sink
 
     async def _event(self, link: ConnectorLink, stream_id: int, item: Item) -> None:
         """Everything but ``data`` and ``end``: head, connection lost, cut, keep-alive tick."""

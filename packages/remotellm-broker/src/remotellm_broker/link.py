@@ -56,7 +56,10 @@ class ConnectorLink(Connector):
     """A connector as routed to, plus the socket and session that reach it."""
 
     __slots__ = (
+        "_dirty",
         "_drained",
+        "_flush_handle",
+        "_loop",
         "_on_models",
         "_on_release",
         "_out",
@@ -91,6 +94,10 @@ class ConnectorLink(Connector):
         self._out_bytes = 0
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        #: Channels with staged data chunks, flushed once per batch of received frames.
+        self._dirty: list[Channel] = []
+        self._flush_handle: asyncio.Handle | None = None
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -203,7 +210,13 @@ class ConnectorLink(Connector):
     def feed(self, message: bytes) -> None:
         """Handle one binary message from the connector (``RemoteProtocolError`` if bad)."""
         frame = self.session.receive(message)
-        if isinstance(frame, Data | Head):
+        if type(frame) is Data:
+            channel = self._streams[frame.stream]
+            if channel is not None and channel.offer(frame):
+                self._dirty.append(channel)
+                if self._flush_handle is None:
+                    self._flush_handle = self._loop.call_soon(self._flush)
+        elif isinstance(frame, Head):
             channel = self._streams[frame.stream]
             if channel is not None:
                 channel.push(frame)
@@ -216,6 +229,13 @@ class ConnectorLink(Connector):
             self._on_models(self, frame.models)
         elif isinstance(frame, GoAway):
             self.accepting = False
+
+    def _flush(self) -> None:
+        """Write what this batch of frames staged: one write per stream, not per chunk."""
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        for channel in dirty:
+            channel.flush()
 
     def lost(self) -> None:
         """The connection is gone: every open stream ends with ``LOST``; idempotent.
