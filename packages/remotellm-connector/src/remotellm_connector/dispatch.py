@@ -28,6 +28,7 @@ from remotellm_connector.metrics import Metrics
 from remotellm_connector.policy import Policy
 from remotellm_connector.upstream import Upstream
 from remotellm_connector.usage import UsageTap
+from remotellm_connector.writer import RelayGone
 from remotellm_protocol import (
     MAX_REQUEST_BODY_BYTES,
     Body,
@@ -49,10 +50,6 @@ __all__ = ["Abort", "Dispatcher", "RelayGone"]
 log = structlog.get_logger("remotellm_connector.dispatch")
 
 SendFrame = Callable[[Frame], Awaitable[None]]
-
-
-class RelayGone(Exception):
-    """The relay connection closed: nothing more can be sent on it."""
 
 
 class Abort(Enum):

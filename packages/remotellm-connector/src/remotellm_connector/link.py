@@ -31,6 +31,7 @@ from remotellm_connector.dispatch import Abort, Dispatcher, RelayGone
 from remotellm_connector.metrics import Metrics
 from remotellm_connector.policy import Policy
 from remotellm_connector.upstream import Upstream
+from remotellm_connector.writer import FrameWriter
 from remotellm_protocol import (
     SUBPROTOCOLS,
     CloseCode,
@@ -141,6 +142,7 @@ class Link:
         self._on_connected = on_connected
         self.connected = False
         self.dispatcher: Dispatcher | None = None
+        self.writer: FrameWriter | None = None
 
     async def run(self, stopping: asyncio.Event, forced: asyncio.Event, grace: float) -> LinkResult:
         """Connect and serve until the connection ends or a shutdown completes."""
@@ -185,17 +187,18 @@ class Link:
         forced: asyncio.Event,
         grace: float,
     ) -> LinkResult:
+        writer = self.writer = FrameWriter(ws)
+        write, drain, encode = writer.write, writer.drain, session.send
+
         async def send(frame: Frame) -> None:
             try:
-                data = session.send(frame)
+                data = encode(frame)
             except LocalProtocolError:
                 if session.state is SessionState.CLOSED:
                     raise RelayGone from None
                 raise
-            try:
-                await ws.send(data)
-            except websockets.ConnectionClosed:
-                raise RelayGone from None
+            write(data)  # RelayGone once the connection is closing
+            await drain()
 
         state = _LinkState()
         async with asyncio.TaskGroup() as tg:
@@ -248,6 +251,8 @@ class Link:
         except RemoteProtocolError as err:
             state.reason = f"protocol error: {err.message}"
             log.warning("relay_protocol_error", error=err.message, close_code=int(err.close_code))
+            if self.writer is not None:
+                self.writer.flush()
             await ws.close(err.close_code, err.message[:120])
         except websockets.ConnectionClosed as exc:
             if exc.rcvd is None:  # the broker said nothing: we closed, or the link died
@@ -296,6 +301,8 @@ class Link:
             dispatcher.abort_all(Abort.SHUTDOWN)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(idle, FORCED_END_S)
+        if self.writer is not None:
+            self.writer.flush()  # the last ``end`` frames go before the close frame
         await ws.close(CloseCode.GOING_AWAY, "connector shutting down")
 
 
