@@ -12,6 +12,7 @@ closes the connection rather than returning it to the pool, which is how the LLM
 the client is gone and stops generating.
 """
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -55,11 +56,30 @@ _REJECTS_OPTION: Final = frozenset({400, 422})
 
 
 class UpstreamResponse:
-    """The LLM's answer: status, relayable headers, and its body chunk by chunk."""
+    """The LLM's answer: status, relayable headers, and its body chunk by chunk.
 
-    __slots__ = ("_content", "headers", "status", "usage_mode")
+    Silence mid-body is watched by one lazy timer per response, not aiohttp's ``sock_read``:
+    that one cancels and re-creates a timer on every chunk the socket delivers (two heap
+    operations and an object per token). Here the timer fires once per ``read_timeout`` and
+    only re-arms when a read happened since; it breaks the body off only while the stream is
+    waiting for the LLM (a stream paused for want of credit is not the LLM's silence).
+    """
 
-    def __init__(self, resp: aiohttp.ClientResponse, usage_mode: UsageMode) -> None:
+    __slots__ = (
+        "_armed",
+        "_content",
+        "_reads",
+        "_timeout",
+        "_timer",
+        "_waiting",
+        "headers",
+        "status",
+        "usage_mode",
+    )
+
+    def __init__(
+        self, resp: aiohttp.ClientResponse, usage_mode: UsageMode, read_timeout: float | None
+    ) -> None:
         self.status = resp.status
         self.headers = [
             (name, v)
@@ -69,13 +89,51 @@ class UpstreamResponse:
         #: How to read usage from this body (``SNIFF`` after the stream_options fallback).
         self.usage_mode = usage_mode
         self._content = resp.content
+        self._reads = self._armed = 0
+        self._waiting = False
+        self._timeout = read_timeout
+        self._timer: asyncio.TimerHandle | None = None
+        conn = resp.connection
+        if read_timeout and conn is not None and conn.protocol is not None:
+            conn.protocol.read_timeout = None  # the head arrived: our lazy timer takes over
+            conn.protocol.start_timeout()  # drops aiohttp's pending timer
+            self._timer = asyncio.get_running_loop().call_later(read_timeout, self._check)
+
+    def _check(self) -> None:
+        if self._waiting and self._reads == self._armed:
+            self._timer = None
+            self._content.set_exception(
+                aiohttp.SocketTimeoutError("Timeout on reading data from socket")
+            )
+            return
+        self._armed = self._reads
+        assert self._timeout is not None
+        self._timer = asyncio.get_running_loop().call_later(self._timeout, self._check)
+
+    def close(self) -> None:
+        """Stop the silence timer (the response is done with)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def read(self) -> bytes:
-        """The next bytes the LLM sent, as soon as they arrive; ``b""`` at the end."""
+        """Every byte the LLM sent so far, as soon as there is any; ``b""`` at the end.
+
+        Chunks already buffered behind the first are joined to it, so a stream that fell
+        behind sends one ``data`` frame, not one per upstream write.
+        """
+        content = self._content
+        self._waiting = True
         try:
-            return await self._content.readany()
+            chunk = await content.readany()
+            if chunk and (more := content.read_nowait()):
+                chunk += more
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise UpstreamInterrupted(f"the LLM server's response broke off: {_why(exc)}") from exc
+        finally:
+            self._waiting = False
+        self._reads += 1
+        return chunk
 
 
 class Upstream:
@@ -96,6 +154,7 @@ class Upstream:
             total=None, sock_connect=connect_timeout, sock_read=read_timeout
         )
         self._pool_size = pool_size
+        self._read_timeout = read_timeout
         self._session: aiohttp.ClientSession | None = None
         #: False once the server was seen to refuse ``stream_options`` (then never sent).
         self.stream_options_ok = True
@@ -142,11 +201,14 @@ class Upstream:
             if resp.status < 400 and self.stream_options_ok:
                 self.stream_options_ok = False
                 log.warning("llm_rejects_stream_options", status="usage from stream tail only")
+        answer = UpstreamResponse(resp, mode, self._read_timeout)
         try:
-            yield UpstreamResponse(resp, mode)
+            yield answer
         except BaseException:
             resp.close()  # not back to the pool: the LLM must see the disconnect
             raise
+        finally:
+            answer.close()
         resp.release()
 
     async def _send(self, req: UpstreamRequest) -> aiohttp.ClientResponse:
