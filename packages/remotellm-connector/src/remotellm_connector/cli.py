@@ -16,7 +16,6 @@ import click
 
 from remotellm_connector.__about__ import __version__
 from remotellm_connector.config import ConfigError, ConnectorSettings, load_settings, read_token
-from remotellm_connector.demo_llm import demo_llm_command
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,6 +60,21 @@ _OPTIONS = [
 ]
 
 
+class _Commands(click.Group):
+    """``demo-llm`` is imported only when it runs or help lists it: the daemon (``run``)
+    must not carry the demo server's modules in its memory for months."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "demo-llm"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "demo-llm":
+            from remotellm_connector.demo_llm import demo_llm_command
+
+            return demo_llm_command()
+        return super().get_command(ctx, cmd_name)
+
+
 def _settings_options(func: F) -> F:
     for option in reversed(_OPTIONS):
         func = option(func)
@@ -75,7 +89,7 @@ def _load(config_file: Path | None, flags: dict[str, Any]) -> ConnectorSettings:
         sys.exit(EXIT_CONFIG)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="remotellm-connector")
 def main() -> None:
     """Share the LLM on this machine with your team through a remotellm broker."""
@@ -120,6 +134,3 @@ def check(config_file: Path | None, **flags: Any) -> None:
     settings = _load(config_file, flags)
     configure_logging("console", "error")
     sys.exit(asyncio.run(run_check(settings)))
-
-
-main.add_command(demo_llm_command())

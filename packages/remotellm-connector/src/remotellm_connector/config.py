@@ -18,7 +18,6 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
-import yaml
 
 __all__ = [
     "ENV_PREFIX",
@@ -120,6 +119,8 @@ def load_settings(
 
 
 def _read_yaml(path: Path) -> dict[str, object]:
+    import yaml  # only with --config: the daemon does not keep the YAML parser in memory
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
