@@ -20,8 +20,9 @@ from remotellm_protocol import Usage
 
 __all__ = ["UsageTap", "parse_usage"]
 
-#: Bytes of the forwarded tail kept for reading the usage.
-TAIL_BYTES: Final = 8192
+#: Bytes of the forwarded tail kept for reading the usage: the usage chunk with llama.cpp's
+#: ``timings`` is under 1 KiB. Every open stream holds this much, so it is not generous.
+TAIL_BYTES: Final = 4096
 
 _USAGE_KEY = re.compile(rb'"usage"\s*:\s*\{')
 _FIELD = re.compile(rb'"(prompt_tokens|completion_tokens|total_tokens)"\s*:\s*(\d+)')
@@ -93,6 +94,10 @@ class UsageTap:
         return parse_usage(b"".join(self._tail))
 
     def _whole_events(self, chunk: bytes) -> bytes:
+        if not self._pending and chunk[-2:] == b"\n\n":  # the usual case: whole events
+            if _EMPTY_CHOICES[0] in chunk or _EMPTY_CHOICES[1] in chunk:
+                return self._strip(chunk)
+            return chunk
         data = self._pending + chunk if self._pending else chunk
         cut = _last_event_end(data)
         if cut == 0:
