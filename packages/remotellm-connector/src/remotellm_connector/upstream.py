@@ -60,15 +60,16 @@ class UpstreamResponse:
 
     Silence mid-body is watched by one lazy timer per response, not aiohttp's ``sock_read``:
     that one cancels and re-creates a timer on every chunk the socket delivers (two heap
-    operations and an object per token). Here the timer fires once per ``read_timeout`` and
-    only re-arms when a read happened since; it breaks the body off only while the stream is
-    waiting for the LLM (a stream paused for want of credit is not the LLM's silence).
+    operations and an object per token). Here a read only notes the loop's clock; the timer
+    fires at most once per ``read_timeout`` and re-arms for the last read's deadline. It breaks
+    the body off only while the stream is waiting for the LLM (a stream paused for want of
+    credit is not the LLM's silence).
     """
 
     __slots__ = (
-        "_armed",
+        "_clock",
         "_content",
-        "_reads",
+        "_last",
         "_timeout",
         "_timer",
         "_waiting",
@@ -89,7 +90,9 @@ class UpstreamResponse:
         #: How to read usage from this body (``SNIFF`` after the stream_options fallback).
         self.usage_mode = usage_mode
         self._content = resp.content
-        self._reads = self._armed = 0
+        loop = asyncio.get_running_loop()
+        self._clock = loop.time
+        self._last = self._clock()
         self._waiting = False
         self._timeout = read_timeout
         self._timer: asyncio.TimerHandle | None = None
@@ -97,18 +100,20 @@ class UpstreamResponse:
         if read_timeout and conn is not None and conn.protocol is not None:
             conn.protocol.read_timeout = None  # the head arrived: our lazy timer takes over
             conn.protocol.start_timeout()  # drops aiohttp's pending timer
-            self._timer = asyncio.get_running_loop().call_later(read_timeout, self._check)
+            self._timer = loop.call_later(read_timeout, self._check)
 
     def _check(self) -> None:
-        if self._waiting and self._reads == self._armed:
+        assert self._timeout is not None
+        due = self._last + self._timeout
+        if self._waiting and self._clock() >= due:
             self._timer = None
             self._content.set_exception(
                 aiohttp.SocketTimeoutError("Timeout on reading data from socket")
             )
             return
-        self._armed = self._reads
-        assert self._timeout is not None
-        self._timer = asyncio.get_running_loop().call_later(self._timeout, self._check)
+        if not self._waiting:  # paused for credit: look again a full period from now
+            due = self._clock() + self._timeout
+        self._timer = asyncio.get_running_loop().call_at(due, self._check)
 
     def close(self) -> None:
         """Stop the silence timer (the response is done with)."""
@@ -124,6 +129,7 @@ class UpstreamResponse:
         """
         content = self._content
         self._waiting = True
+        self._last = self._clock()  # silence counts from here (a wait for credit is not silence)
         try:
             chunk = await content.readany()
             if chunk and (more := content.read_nowait()):
@@ -132,7 +138,6 @@ class UpstreamResponse:
             raise UpstreamInterrupted(f"the LLM server's response broke off: {_why(exc)}") from exc
         finally:
             self._waiting = False
-        self._reads += 1
         return chunk
 
 
