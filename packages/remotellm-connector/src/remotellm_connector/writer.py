@@ -3,7 +3,7 @@
 ``websockets``' own ``send`` costs, per message: a coroutine with an async context manager, a
 ``Frame`` object, a ``BytesIO``, a ``getrandom`` system call for the mask and a ``send`` system
 call. At 1000 streams that is most of the connector's CPU. Here a frame is framed and masked
-in place (a header, a 4-byte key from a per-connection PRNG seeded from ``os.urandom``, the
+in place (a header, a 4-byte key cut from a block of ``os.urandom``, the
 C ``apply_mask``), appended to a list, and the list goes to the transport once per loop turn
 (``call_soon``: no timer, no added delay: it is written as soon as the current wake-up's
 callbacks are done). Many streams woken together thus share one system call, and the broker
@@ -17,7 +17,6 @@ asks its protocol to pause (the broker reads slower than we write), senders wait
 
 import asyncio
 import os
-import random
 import struct
 from typing import Final
 
@@ -36,6 +35,7 @@ _MASKED: Final = 0x80
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
+_KEY_BLOCK: Final = 4 * 1024
 
 
 class RelayGone(Exception):
@@ -45,7 +45,7 @@ class RelayGone(Exception):
 class FrameWriter:
     """Frames, masks and batches binary messages for one client connection."""
 
-    __slots__ = ("_bits", "_buf", "_loop", "_scheduled", "_transport", "_ws")
+    __slots__ = ("_buf", "_keys", "_keys_at", "_loop", "_scheduled", "_transport", "_ws")
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
@@ -53,9 +53,10 @@ class FrameWriter:
         self._loop = asyncio.get_running_loop()
         self._buf: list[bytes] = []
         self._scheduled = False
-        #: Mask keys: RFC 6455 wants them unpredictable to whoever chooses the payload; a
-        #: Mersenne Twister seeded from the OS is that, without a system call per frame.
-        self._bits = random.Random(os.urandom(32)).getrandbits
+        #: Mask keys: RFC 6455 (5.3) wants them from a strong source of entropy. They are cut
+        #: from os.urandom in blocks of 1024 keys: one system call per 1024 frames, not per frame.
+        self._keys = b""
+        self._keys_at = 0
 
     def write(self, payload: bytes) -> None:
         """Queue one binary message; it is written at the end of this loop turn."""
@@ -68,7 +69,11 @@ class FrameWriter:
             head = _MEDIUM.pack(_BINARY_FIN, _MASKED | 126, n)
         else:
             head = _LONG.pack(_BINARY_FIN, _MASKED | 127, n)
-        key = self._bits(32).to_bytes(4, "big")
+        at = self._keys_at
+        if at >= len(self._keys):
+            self._keys, at = os.urandom(_KEY_BLOCK), 0
+        key = self._keys[at : at + 4]
+        self._keys_at = at + 4
         buf = self._buf
         buf.append(head + key)
         buf.append(apply_mask(payload, key))
