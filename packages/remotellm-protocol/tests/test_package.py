@@ -1,7 +1,18 @@
 import re
 
 import remotellm_protocol
-from remotellm_protocol import codec, codes, errors, frames, limits, session, streams, versions
+from remotellm_protocol import (
+    broker_session,
+    codec,
+    codes,
+    connector_session,
+    errors,
+    frames,
+    limits,
+    session,
+    streams,
+    versions,
+)
 
 
 def test_every_public_name_is_importable_from_the_package_root() -> None:
@@ -11,7 +22,20 @@ def test_every_public_name_is_importable_from_the_package_root() -> None:
 
 def test_the_root_exports_what_the_modules_offer_for_everyday_use() -> None:
     offered = set().union(
-        *(m.__all__ for m in (codec, codes, errors, frames, limits, session, versions))
+        *(
+            m.__all__
+            for m in (
+                codec,
+                codes,
+                errors,
+                frames,
+                limits,
+                session,
+                broker_session,
+                connector_session,
+                versions,
+            )
+        )
     )
     # Internals of the handshake and the version names, reachable from their modules.
     assert offered - set(remotellm_protocol.__all__) == {

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 import structlog
@@ -18,6 +20,8 @@ import structlog
 from remotellm_broker.__about__ import __version__
 from remotellm_broker.serve import serve
 from remotellm_broker.users import UserRecord, UserStore, UserStoreError
+
+T = TypeVar("T")
 
 __all__ = ["main"]
 
@@ -53,13 +57,13 @@ def _open_store(users_file: Path) -> UserStore:
         raise click.ClickException(str(exc)) from None
 
 
-def _run(action: str, users_file: Path, name: str) -> UserStore:
+def _run(action: Callable[[UserStore, str], T], users_file: Path, name: str) -> tuple[UserStore, T]:
+    """Apply one store edit; a UserStoreError becomes the CLI's one-line error."""
     store = _open_store(users_file)
     try:
-        getattr(store, action)(name)
+        return store, action(store, name)
     except UserStoreError as exc:
         raise click.ClickException(str(exc)) from None
-    return store
 
 
 @main.group()
@@ -72,11 +76,7 @@ def users() -> None:
 @users_file_option
 def users_add(name: str, users_file: Path) -> None:
     """Create user NAME and print their new API key (shown only this once)."""
-    store = _open_store(users_file)
-    try:
-        key = store.add_user(name)
-    except UserStoreError as exc:
-        raise click.ClickException(str(exc)) from None
+    _, key = _run(UserStore.add_user, users_file, name)
     click.echo(key)
 
 
@@ -85,11 +85,7 @@ def users_add(name: str, users_file: Path) -> None:
 @users_file_option
 def users_rotate(name: str, users_file: Path) -> None:
     """Give NAME a new key and print it; the old key stops working at once."""
-    store = _open_store(users_file)
-    try:
-        key = store.rotate(name)
-    except UserStoreError as exc:
-        raise click.ClickException(str(exc)) from None
+    _, key = _run(UserStore.rotate, users_file, name)
     click.echo(key)
 
 
@@ -98,7 +94,7 @@ def users_rotate(name: str, users_file: Path) -> None:
 @users_file_option
 def users_block(name: str, users_file: Path) -> None:
     """Block NAME (also a GitLab username that has not logged in yet)."""
-    store = _run("block", users_file, name)
+    store, _ = _run(UserStore.block, users_file, name)
     if not store.find_users(name):
         click.echo(f"pre-blocked {name}: they are blocked when they first log in", err=True)
     else:
@@ -110,7 +106,7 @@ def users_block(name: str, users_file: Path) -> None:
 @users_file_option
 def users_unblock(name: str, users_file: Path) -> None:
     """Unblock NAME."""
-    _run("unblock", users_file, name)
+    _run(UserStore.unblock, users_file, name)
     click.echo(f"unblocked {name}", err=True)
 
 
@@ -119,7 +115,7 @@ def users_unblock(name: str, users_file: Path) -> None:
 @users_file_option
 def users_delete(name: str, users_file: Path) -> None:
     """Delete NAME; their key stops working at once."""
-    _run("delete", users_file, name)
+    _run(UserStore.delete, users_file, name)
     click.echo(f"deleted {name}", err=True)
 
 
@@ -197,11 +193,7 @@ def tokens() -> None:
 @users_file_option
 def tokens_create(name: str, users_file: Path) -> None:
     """Create connector token NAME and print it (shown only this once)."""
-    store = _open_store(users_file)
-    try:
-        token = store.create_connector_token(name)
-    except UserStoreError as exc:
-        raise click.ClickException(str(exc)) from None
+    _, token = _run(UserStore.create_connector_token, users_file, name)
     click.echo(token)
 
 
@@ -219,5 +211,5 @@ def tokens_list(users_file: Path) -> None:
 @users_file_option
 def tokens_revoke(name: str, users_file: Path) -> None:
     """Revoke connector token NAME; connectors using it can no longer attach."""
-    _run("revoke_connector_token", users_file, name)
+    _run(UserStore.revoke_connector_token, users_file, name)
     click.echo(f"revoked {name}", err=True)

@@ -6,8 +6,10 @@ exception tree (``errors``), per-stream and per-connection state machines (``str
 """
 
 from remotellm_protocol.__about__ import __version__
+from remotellm_protocol.broker_session import BrokerSession
 from remotellm_protocol.codec import decode, encode
 from remotellm_protocol.codes import CancelReason, CloseCode, ErrorCode
+from remotellm_protocol.connector_session import ConnectorSession
 from remotellm_protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from remotellm_protocol.frames import (
     FRAME_TYPES,
@@ -38,7 +40,7 @@ from remotellm_protocol.limits import (
     MAX_STREAM_ID,
     MIN_MAX_FRAME_BYTES,
 )
-from remotellm_protocol.session import BrokerSession, ConnectorSession, SessionState
+from remotellm_protocol.session import SessionState
 from remotellm_protocol.streams import StreamState
 from remotellm_protocol.versions import (
     SUBPROTOCOLS,

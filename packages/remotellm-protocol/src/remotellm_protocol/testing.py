@@ -15,13 +15,14 @@ so both state machines check every frame exactly as they would over a WebSocket.
 from collections.abc import Sequence
 from pathlib import Path
 
+from remotellm_protocol.broker_session import BrokerSession
+from remotellm_protocol.connector_session import ConnectorSession
 from remotellm_protocol.frames import Frame, Hello, ModelInfo, Open, Principal, Welcome
 from remotellm_protocol.limits import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_STREAM_WINDOW,
 )
-from remotellm_protocol.session import BrokerSession, ConnectorSession
 
 __all__ = ["TEST_PRINCIPAL", "SessionPair", "vectors_path"]
 
