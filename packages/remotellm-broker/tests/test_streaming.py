@@ -13,7 +13,7 @@ import pytest
 
 from broker_rig import Rig, assert_openai_error, read_sse, running_broker, wait_for
 from connector_peer import PeerStream, serve_sse, sse_chunks, stall
-from remotellm_protocol import CancelReason, Usage
+from remotellm_protocol import CancelReason, Data, Usage
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
 STREAM = {**CHAT, "stream": True}
@@ -271,3 +271,29 @@ async def test_a_hung_connector_is_noticed_by_heartbeat_and_its_streams_end(tmp_
         assert lines[-2] == "event: error"
         assert "data: [DONE]" not in lines
         await wait_for(lambda: len(rig.state.registry) == 0)
+
+
+async def test_an_empty_data_frame_mid_stream_does_not_end_the_response(rig: Rig) -> None:
+    # An empty chunk written with HTTP/1.1 chunked framing is the terminating "0\r\n\r\n":
+    # the client would see a complete-looking body cut short before [DONE].
+    async def with_empty_chunks(stream: PeerStream) -> None:
+        await stream.head(200, [("content-type", "text/event-stream")])
+        chunks = sse_chunks(3)
+        empty = Data(stream=stream.id, chunk=b"")  # stream.data() would skip it
+        await stream.data(chunks[0])
+        await asyncio.sleep(0.05)
+        await stream.peer.send(empty)
+        await asyncio.sleep(0.05)
+        for chunk in chunks[1:]:
+            await stream.peer.send(empty)
+            await stream.data(chunk)
+        await stream.end(usage=Usage())
+
+    await rig.peer(script=with_empty_chunks)
+    async with rig.http.post(
+        rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth
+    ) as resp:
+        lines = await read_sse(resp)
+    data = [line for line in lines if line.startswith("data:")]
+    assert data[-1] == "data: [DONE]"
+    assert len(data) == 4

@@ -79,6 +79,10 @@ class Channel:
         """Take one ``data`` frame: staged for ``flush`` when a sink is installed and nothing
         is queued, else queued. True when this is the first chunk staged since the last
         flush (the caller then schedules one)."""
+        if not frame.chunk:
+            # Nothing to relay, and an empty chunk in HTTP/1.1 chunked framing is the
+            # terminator: written, it would end the client's response early.
+            return False
         if self.sink is None or self._items:
             self.push(frame)
             return False
