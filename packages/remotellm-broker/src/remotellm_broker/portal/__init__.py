@@ -3,27 +3,35 @@
 ``add_portal`` mounts ``/`` and ``/auth/*`` on the broker's public app. With GitLab configured
 it serves the login page, the OAuth flow (authorization code + PKCE S256, see ``oauth.py``),
 the key page and the account page; without, it serves one page saying self-service keys are
-off here. Sessions live in encrypted cookies (``sessions.py``) scoped to these routes only, so
-the OpenAI API next to them is untouched.
+off here (``offpage.py``). Sessions live in encrypted cookies (``sessions.py``) scoped to these
+routes only, so the OpenAI API next to them is untouched.
+
+The portal's stack (Jinja2, authlib, cryptography, aiohttp_session: ≈ 13 MB resident) is
+imported only when the portal is on; this module and the "off" path import none of it, so a
+broker without GitLab login stays small (tests/test_portal_imports.py holds it to that).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
 
 from remotellm_broker.config import BrokerSettings
-from remotellm_broker.portal.pages import render
-from remotellm_broker.portal.routes import ModelIds, Portal
-from remotellm_broker.portal.sessions import make_storage, sessions_for
+from remotellm_broker.portal.examples import ModelIds
+from remotellm_broker.portal.offpage import off_auth, off_index
 from remotellm_broker.portal.settings import missing_portal_settings, portal_config
 from remotellm_broker.users import UserStore
 
-__all__ = ["PORTAL", "ModelIds", "Portal", "add_portal"]
+if TYPE_CHECKING:
+    from remotellm_broker.portal.routes import Portal
+
+__all__ = ["PORTAL", "ModelIds", "add_portal"]
 
 log = structlog.get_logger(__name__)
 
-PORTAL = web.AppKey("remotellm_portal", Portal)
+PORTAL: web.AppKey[Portal] = web.AppKey("remotellm_portal")
 
 
 def add_portal(
@@ -47,9 +55,13 @@ def add_portal(
             log.warning("portal.off", missing=missing_portal_settings(settings))
         else:
             log.info("portal.off", reason="GitLab login not configured")
-        app.router.add_get("/", _off_index)
-        app.router.add_route("*", "/auth/{tail:.*}", _off_auth)
+        app.router.add_get("/", off_index)
+        app.router.add_route("*", "/auth/{tail:.*}", off_auth)
         return
+    # Only now: these pull in Jinja2, authlib, cryptography and aiohttp_session.
+    from remotellm_broker.portal.routes import Portal
+    from remotellm_broker.portal.sessions import make_storage, sessions_for
+
     portal = Portal(config, store, model_ids)
     app[PORTAL] = portal
     app.cleanup_ctx.append(portal.gitlab_client)
@@ -60,11 +72,3 @@ def add_portal(
     app.router.add_post("/auth/rotate", with_session(portal.rotate))
     app.router.add_post("/auth/logout", with_session(portal.logout))
     log.info("portal.on", gitlab=config.gitlab_host, callback=config.redirect_uri)
-
-
-async def _off_index(request: web.Request) -> web.Response:
-    return render("off.html", user=None)
-
-
-async def _off_auth(request: web.Request) -> web.Response:
-    return render("off.html", status=404, user=None)

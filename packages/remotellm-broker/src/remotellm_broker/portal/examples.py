@@ -7,9 +7,12 @@ when it is plainly safe there; anything odd falls back to a placeholder the user
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-__all__ = ["PLACEHOLDER_MODEL", "example_model", "listed_models"]
+__all__ = ["PLACEHOLDER_MODEL", "ModelIds", "example_model", "listed_models"]
+
+#: Lists the models connectors serve right now (the app passes it to ``add_portal``).
+ModelIds = Callable[[], Sequence[str]]
 
 PLACEHOLDER_MODEL = "MODEL_ID"
 MAX_LISTED = 20

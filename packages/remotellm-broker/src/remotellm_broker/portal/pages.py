@@ -1,9 +1,8 @@
-"""Rendering the portal's pages: Jinja2 with autoescape, plus the headers every page carries.
+"""Rendering the portal's pages: Jinja2 with autoescape, plus the headers every page carries
+(``headers.py``: inline CSS and script only with this response's nonce, ``no-store``).
 
-Everything a page needs is inline (CSS and the copy-button script), so the pages work behind
-any proxy and load nothing from elsewhere. The Content-Security-Policy allows exactly that:
-inline style and script only with this response's nonce, no other origin, forms only to the
-broker itself, no framing. Pages are ``no-store``: one of them shows an API key.
+Only the configured portal imports this module: a broker without GitLab login serves its one
+page from ``offpage.py`` and never loads Jinja2.
 """
 
 from __future__ import annotations
@@ -14,6 +13,8 @@ from typing import Any
 
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from remotellm_broker.portal.headers import security_headers
 
 __all__ = ["render", "security_headers"]
 
@@ -40,23 +41,6 @@ def _when(timestamp: str | None) -> str:
 
 
 _env.filters["when"] = _when
-
-
-def security_headers(nonce: str) -> dict[str, str]:
-    csp = (
-        "default-src 'none'; "
-        f"style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
-        "img-src 'self' data:; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    )
-    return {
-        "Content-Security-Policy": csp,
-        "Cache-Control": "no-store",
-        "Pragma": "no-cache",
-        "Referrer-Policy": "same-origin",  # no-referrer would make POSTs carry "Origin: null"
-        "X-Content-Type-Options": "nosniff",
-        "X-Frame-Options": "DENY",
-    }
 
 
 def render(template: str, *, status: int = 200, **context: Any) -> web.Response:

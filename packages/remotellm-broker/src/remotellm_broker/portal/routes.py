@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 
 import aiohttp
 import structlog
@@ -26,7 +26,12 @@ from aiohttp_session import Session, get_session
 
 from remotellm_broker.__about__ import __version__
 from remotellm_broker.portal.csrf import CSRF_FIELD, csrf_matches
-from remotellm_broker.portal.examples import PLACEHOLDER_MODEL, example_model, listed_models
+from remotellm_broker.portal.examples import (
+    PLACEHOLDER_MODEL,
+    ModelIds,
+    example_model,
+    listed_models,
+)
 from remotellm_broker.portal.oauth import (
     BadCallback,
     GitLabOAuth,
@@ -51,7 +56,6 @@ __all__ = ["Portal"]
 log = structlog.get_logger(__name__)
 
 GITLAB_TIMEOUT = aiohttp.ClientTimeout(total=10.0, connect=5.0)
-ModelIds = Callable[[], Sequence[str]]
 
 
 class Portal:
