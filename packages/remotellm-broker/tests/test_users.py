@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from remotellm_broker.keys import generate_api_key, hash_secret, looks_like_api_key
-from remotellm_broker.users import KeyIdentity, UserStore, UserStoreError
+from remotellm_broker.users import RELOAD_INTERVAL_S, KeyIdentity, UserStore, UserStoreError
 
 
 @pytest.fixture
@@ -493,7 +493,7 @@ def test_a_symlinked_users_file_stays_a_symlink(tmp_path: Path) -> None:
 
 
 def test_a_change_by_another_process_applies_within_a_second(path: Path) -> None:
-    """The broker polls every 0.5 s; a block by the CLI must bite within a second."""
+    """The broker polls every RELOAD_INTERVAL_S; a block by the CLI must bite within a second."""
     import time
 
     store = UserStore(path)
@@ -504,7 +504,7 @@ def test_a_change_by_another_process_applies_within_a_second(path: Path) -> None
     stop = threading.Event()
 
     def poll() -> None:
-        while not stop.wait(0.5):
+        while not stop.wait(RELOAD_INTERVAL_S):
             store.reload_if_changed()
 
     poller = threading.Thread(target=poll)

@@ -28,7 +28,7 @@ from remotellm_broker.openai_errors import OpenAIError, from_http_exception
 from remotellm_broker.portal import add_portal
 from remotellm_broker.relay import relay_endpoint
 from remotellm_broker.state import BROKER, BrokerState
-from remotellm_broker.users import UserStore
+from remotellm_broker.users import RELOAD_INTERVAL_S, UserStore
 from remotellm_protocol import DEFAULT_HEARTBEAT_S, CancelReason
 
 __all__ = ["BROKER", "create_app", "create_health_app", "drain"]
@@ -44,7 +44,7 @@ def create_app(
     *,
     heartbeat_s: float = DEFAULT_HEARTBEAT_S,
     handshake_timeout_s: float = 10.0,
-    reload_interval_s: float = 0.5,
+    reload_interval_s: float = RELOAD_INTERVAL_S,
 ) -> web.Application:
     """The public app (API, relay, portal). Run it with ``handler_cancellation=True`` so a
     client that disconnects cancels its request (and the model stops generating)."""

@@ -3,7 +3,7 @@
 ``UserStore`` keeps an immutable in-memory snapshot built from users.yaml (see
 ``userfile.py``) plus the service accounts configured in the environment. Key checks read
 the snapshot only, so they never touch the disk and never see a half-applied change; the
-broker calls ``reload_if_changed()`` about every 0.5 s and a changed file is re-read and
+broker calls ``reload_if_changed()`` every ``RELOAD_INTERVAL_S`` and a changed file is re-read and
 swapped in whole. Writes (CLI commands, portal logins) go through ``userfile.locked_update``
 and update the snapshot at once, so a key issued by this process works immediately.
 
@@ -45,6 +45,7 @@ from remotellm_broker.userfile import (
 )
 
 __all__ = [
+    "RELOAD_INTERVAL_S",
     "ConnectorTokenRecord",
     "KeyIdentity",
     "UserRecord",
@@ -57,6 +58,11 @@ log = structlog.get_logger(__name__)
 
 # The signature of "no file": distinct from every real one and from "nothing seen yet".
 _ABSENT = FileSignature(-1, -1, -1, -1)
+
+#: How often the broker polls users.yaml. The promise is "edits take effect within a second",
+#: so the period plus one reload must stay under 1 s; each poll is a wake-up and a stat, the
+#: bulk of an idle broker's CPU (0.5 s cost 0.058 % of a core; issue 7).
+RELOAD_INTERVAL_S = 0.9
 
 # Longer "keys" are refused before hashing: no stored secret is anywhere near this long.
 MAX_SECRET_LENGTH = 1024
