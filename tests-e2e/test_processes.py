@@ -53,7 +53,12 @@ class ProcStack:
         async with self.client() as client:
 
             async def listed() -> bool:
-                return {m.id async for m in client.models.list()} == expected
+                try:
+                    return {m.id async for m in client.models.list()} == expected
+                except openai.AuthenticationError:
+                    # The key was just created with the CLI; the running broker picks the
+                    # users file up within a second (its poll), not at once.
+                    return False
 
             await wait_for_async(listed, within, what=f"the broker to list {sorted(expected)}")
 
