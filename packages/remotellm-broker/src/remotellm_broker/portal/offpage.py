@@ -3,12 +3,14 @@
 It is plain text with a nonce substituted in, not a Jinja2 template: a broker that runs
 without the portal should not pay for the portal's stack (Jinja2, authlib, cryptography,
 aiohttp_session, ≈ 13 MB of resident memory) just to say the portal is off. The look follows
-``templates/base.html`` (same colours, card and footer) with only the CSS this page uses.
+``templates/base.html`` by sharing its stylesheet, ``templates/portal.css`` (read as a plain
+file, no Jinja2).
 """
 
 from __future__ import annotations
 
 import secrets
+from importlib.resources import files
 
 from aiohttp import web
 
@@ -25,27 +27,7 @@ _PAGE = """<!doctype html>
 <meta name="robots" content="noindex">
 <title>Portal not configured · remotellm</title>
 <style nonce="@NONCE@">
-:root {
-  --ink: #1f2328; --muted: #59636e; --line: #d1d9e0; --page: #f6f8fa; --card: #ffffff;
-  --accent: #fc6d26; --code: #f3f4f6;
-  font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
-  color: var(--ink); background: var(--page); line-height: 1.5;
-}
-* { box-sizing: border-box; }
-body { margin: 0; }
-header.top { padding: 12px 20px; background: var(--card); border-bottom: 1px solid var(--line); }
-.brand { font-weight: 700; font-size: 1.1rem; color: var(--ink); text-decoration: none; }
-.brand span { color: var(--accent); }
-main { max-width: 760px; margin: 24px auto; padding: 0 16px; }
-.card { background: var(--card); border: 1px solid var(--line); border-radius: 12px;
-  padding: 24px; margin-bottom: 18px; }
-h1 { font-size: 1.5rem; margin: 0 0 12px; }
-p { margin: 0 0 12px; }
-.muted { color: var(--muted); font-size: .92rem; }
-code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
-  background: var(--code); padding: 1px 4px; border-radius: 4px; }
-footer { max-width: 760px; margin: 0 auto 30px; padding: 0 16px; color: var(--muted);
-  font-size: .82rem; }
+@CSS@
 </style>
 </head>
 <body>
@@ -64,6 +46,8 @@ footer { max-width: 760px; margin: 0 auto 30px; padding: 0 16px; color: var(--mu
 </body>
 </html>
 """
+_CSS = files("remotellm_broker.portal").joinpath("templates/portal.css").read_text("utf-8")
+_PAGE = _PAGE.replace("@CSS@", _CSS.rstrip())
 
 
 def off_page(*, status: int = 200) -> web.Response:
