@@ -48,6 +48,30 @@ def test_env_lists_are_comma_separated() -> None:
     assert load_settings(None, env, {}).allowed_users == ["gitlab:1", "local:bob"]
 
 
+@pytest.mark.parametrize(
+    "entry", ["alice", "gitlab:alice", "local:", "gitlab:12a", "Local:alice", "gitlab:0"]
+)
+def test_unqualified_allowed_user_is_refused_with_both_qualified_forms(
+    tmp_path: Path, entry: str
+) -> None:
+    config = write(tmp_path, f"allowed_users: [local:bob, '{entry}']\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, {}, {})
+    message = str(caught.value)
+    assert "allowed_users" in message
+    assert repr(entry) in message
+    assert "local:alice" in message and "gitlab:123" in message
+
+
+def test_qualified_allowed_users_load() -> None:
+    env = {"REMOTELLM_CONNECTOR_ALLOWED_USERS": "local:alice,gitlab:123,env:0a1b2c3d"}
+    assert load_settings(None, env, {}).allowed_users == [
+        "local:alice",
+        "gitlab:123",
+        "env:0a1b2c3d",
+    ]
+
+
 def test_empty_env_value_counts_as_unset() -> None:
     assert load_settings(None, {"REMOTELLM_CONNECTOR_HEALTH_PORT": ""}, {}).health_port == 8080
 

@@ -22,14 +22,25 @@ def test_everyone_is_allowed_when_the_list_is_empty() -> None:
     assert policy.active == 2
 
 
-def test_allowed_users_match_by_user_id_or_name() -> None:
-    policy = Policy(allowed_users=["gitlab:1", "bob"])
+def test_allowed_users_match_by_qualified_user_id() -> None:
+    policy = Policy(allowed_users=["gitlab:1", "local:bob"])
     assert policy.admit(ALICE) is None
     assert policy.admit(BOB) is None
     refusal = policy.admit(Principal(user_id="gitlab:2", key_id="k3", name="eve"))
     assert refusal is not None
     assert refusal.code == ErrorCode.POLICY_DENIED
     assert policy.active == 2
+
+
+def test_allowlist_never_admits_an_account_by_its_name() -> None:
+    """Attacker: registers a GitLab account called ``bob`` and hopes the owner's list, meant
+    for the broker's local user bob, admits it by name."""
+    impostor = Principal(user_id="gitlab:666", key_id="k9", name="bob")
+    for allowed in (["local:bob"], ["bob"]):
+        refusal = Policy(allowed_users=allowed).admit(impostor)
+        assert refusal is not None, allowed
+        assert refusal.code == ErrorCode.POLICY_DENIED
+    assert Policy(allowed_users=["local:bob"]).admit(BOB) is None
 
 
 def test_global_stream_cap_answers_overloaded_with_a_retry_hint() -> None:

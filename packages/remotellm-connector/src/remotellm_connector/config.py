@@ -11,6 +11,7 @@ Secrets never come from flags (they would show in ``ps``): the relay token comes
 server started with ``--api-key`` from ``REMOTELLM_CONNECTOR_LLM_API_KEY``.
 """
 
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,7 +54,7 @@ class ConnectorSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_retries: int = 0
     token_file: str | None = None
     # -- owner's policy ---------------------------------------------------------------------
-    #: User ids (``gitlab:42``, ``local:alice``) or names allowed to use this GPU; empty = all.
+    #: Qualified user ids (``gitlab:42``, ``local:alice``) allowed to use this GPU; empty = all.
     allowed_users: list[str] = msgspec.field(default_factory=list)
     #: Requests per minute per user (token bucket refill); 0 = unlimited.
     user_rate_limit_rpm: int = 0
@@ -165,8 +166,29 @@ def _check(s: ConnectorSettings, sources: Mapping[str, str]) -> None:
             raise ConfigError(f"invalid {key} = {value}{where}: {why}")
 
 
+#: The user ids the broker sends in ``open.principal``: ``local:<name>`` (made with the CLI),
+#: ``gitlab:<numeric id>`` (portal users), ``env:<hash prefix>`` (service keys).
+_USER_ID_RE = re.compile(r"(?:local:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}|gitlab:[1-9][0-9]{0,18}|env:[0-9a-f]{8})")
+
+
+def _allowed_users_rule(s: ConnectorSettings) -> tuple[str, bool, str]:
+    """Every entry names exactly one account: a bare ``alice`` would match any account the
+    broker calls alice, a GitLab one included, so it is refused rather than guessed at."""
+    for entry in s.allowed_users:
+        if _USER_ID_RE.fullmatch(entry) is None:
+            return (
+                "allowed_users",
+                False,
+                f"entry {entry!r} is not a qualified user id; write local:NAME for a user made "
+                f"with 'remotellm-broker users add' or gitlab:ID for a portal user "
+                f"(e.g. local:alice, gitlab:123; the id is on the broker's 'users list')",
+            )
+    return ("allowed_users", True, "")
+
+
 def _rules(s: ConnectorSettings) -> list[tuple[str, bool, str]]:
     rules = [
+        _allowed_users_rule(s),
         ("health_port", 0 <= s.health_port <= 65535, "must be a TCP port, 0-65535"),
         ("max_streams", 1 <= s.max_streams <= 10_000, "must be between 1 and 10000"),
         ("shutdown_grace_s", s.shutdown_grace_s >= 0, "must be 0 or more"),

@@ -55,7 +55,8 @@ class Policy:
 
     def admit(self, who: Principal) -> StreamError | None:
         """None if ``who`` may start a stream now (counted until ``release``), else why not."""
-        if self.allowed and who.user_id not in self.allowed and who.name not in self.allowed:
+        # By id only: a name is display text, and a GitLab account can be called anything.
+        if self.allowed and who.user_id not in self.allowed:
             return StreamError(
                 code=ErrorCode.POLICY_DENIED,
                 message="the owner of this connector does not allow this user",
