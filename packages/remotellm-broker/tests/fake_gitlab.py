@@ -4,8 +4,13 @@ It speaks the parts of GitLab the portal uses the way GitLab (Doorkeeper) does: 
 authorization endpoint validates the client and redirect URI and answers with ``code`` and
 ``state`` (or ``error=access_denied``), the token endpoint authenticates the client (HTTP Basic
 or form fields), checks that the code is known, unexpired, unused, issued to this client for
-this redirect URI, and that the PKCE ``code_verifier`` hashes to the S256 challenge, and
-``/api/v4/user`` wants a Bearer token with the ``read_user`` scope. Errors use GitLab's own
+this redirect URI, and that the PKCE ``code_verifier`` hashes to the S256 challenge.
+``/oauth/userinfo`` (GitLab's OpenID Connect userinfo, doorkeeper-openid_connect) wants a Bearer
+token with the ``openid`` scope and answers GitLab's claims: ``sub`` (the user id, as a string),
+``nickname`` and ``preferred_username`` (the username), ``name``, ``groups`` (the full path of
+every group the user is a member of, directly or through an ancestor group: a member of
+``acme`` is listed in ``acme/team-a`` too, a member of ``acme/team-a`` alone is not listed in
+``acme``) and ``groups_direct``. ``/api/v4/user`` wants ``read_user``. Errors use GitLab's own
 shapes (``{"error": "invalid_grant", "error_description": ...}``, ``{"message": "401
 Unauthorized"}``). A ``down`` switch makes every endpoint answer like a dead upstream behind
 GitLab's nginx (502), and ``stop()`` closes the port so connections are refused.
@@ -45,12 +50,14 @@ Approval = Literal["auto", "button", "deny"]
 
 @dataclass
 class GitLabUser:
-    """A GitLab account as ``/api/v4/user`` returns it (the fields the portal can see)."""
+    """A GitLab account: what userinfo and ``/api/v4/user`` say about it. ``memberships``
+    are the groups it is a direct member of (full paths)."""
 
     id: int
     username: str
     name: str
     state: str = "active"
+    memberships: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -81,6 +88,9 @@ class FakeGitLab:
     client_secret: str = "portal-client-secret"
     redirect_uris: list[str] = field(default_factory=list)
     user: GitLabUser = field(default_factory=lambda: GitLabUser(101, "ada", "Ada Lovelace"))
+    #: Every group on this instance (full paths); a member of a group is a member of its
+    #: subgroups too, as in GitLab.
+    groups: list[str] = field(default_factory=list)
     approval: Approval = "auto"
     down: bool = False
     token_requests: list[TokenRequest] = field(default_factory=list)
@@ -108,6 +118,8 @@ class FakeGitLab:
         app.router.add_post("/oauth/authorize", self._authorize_decision)
         app.router.add_post("/oauth/token", self._token)
         app.router.add_get("/api/v4/user", self._api_user)
+        app.router.add_route("GET", "/oauth/userinfo", self._userinfo)
+        app.router.add_route("POST", "/oauth/userinfo", self._userinfo)
         return app
 
     async def _authorize(self, request: web.Request) -> web.Response:
@@ -172,7 +184,8 @@ class FakeGitLab:
         )
         body = (
             f"<p>An application is requesting access to your GitLab account "
-            f"<b>@{html.escape(self.user.username)}</b> (scope: read_user).</p>"
+            f"<b>@{html.escape(self.user.username)}</b> "
+            f"(scope: {html.escape(params.get('scope', ''))}).</p>"
             f'<form method="post" action="/oauth/authorize">{hidden}'
             f'<button id="authorize" name="decision" value="approve">Authorize</button> '
             f'<button id="deny" name="decision" value="deny">Deny</button></form>'
@@ -252,6 +265,52 @@ class FakeGitLab:
                 "bot": False,
             }
         )
+
+    async def _userinfo(self, request: web.Request) -> web.Response:
+        """GitLab's OIDC userinfo (doorkeeper-openid_connect): Bearer token with ``openid``."""
+        self.user_requests += 1
+        auth = request.headers.get("Authorization", "")
+        scheme, _, token = auth.partition(" ")
+        entry = self._tokens.get(token) if scheme.lower() == "bearer" else None
+        if entry is None or entry[2] < time.time():
+            return web.json_response(
+                {"error": "invalid_token", "error_description": "The access token is invalid"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="Doorkeeper", error="invalid_token"'},
+            )
+        user, scopes, _ = entry
+        if "openid" not in scopes:
+            return web.json_response(
+                {
+                    "error": "insufficient_scope",
+                    "error_description": "The request requires higher privileges than "
+                    "provided by the access token.",
+                },
+                status=403,
+            )
+        return web.json_response(
+            {
+                "sub": str(user.id),
+                "sub_legacy": hashlib.sha256(f"legacy-{user.id}".encode()).hexdigest(),
+                "name": user.name,
+                "nickname": user.username,
+                "preferred_username": user.username,
+                "website": "",
+                "profile": f"{self.url}/{user.username}",
+                "picture": f"{self.url}/uploads/-/system/user/avatar/{user.id}/avatar.png",
+                "groups": self.groups_of(user),
+                "groups_direct": list(user.memberships),
+            }
+        )
+
+    def groups_of(self, user: GitLabUser) -> list[str]:
+        """The ``groups`` claim: direct memberships and every subgroup below them."""
+        found = list(user.memberships)
+        for path in self.groups:
+            inherited = any(path.startswith(m + "/") for m in user.memberships)
+            if inherited and path not in found:
+                found.append(path)
+        return found
 
     def expire_codes(self) -> None:
         """Every authorization code handed out so far expires (as after GitLab's ten minutes)."""

@@ -163,6 +163,9 @@ async def running_portal(
         "gitlab_client_secret": fake.client_secret,
         "session_secret": SESSION_SECRET,
     }
+    if not any(k.startswith("portal_allow") for k in overrides):
+        # The flow tests are about the login itself; access rules have their own tests.
+        fields["portal_allow_any_gitlab_user"] = True
     fields.update(overrides)
     settings = BrokerSettings(**fields)
     store = UserStore(tmp_path / "users.yaml")

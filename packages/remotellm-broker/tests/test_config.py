@@ -97,6 +97,7 @@ def test_secrets_come_from_files_named_in_env(tmp_path: Path) -> None:
         "REMOTELLM_BROKER_GITLAB_CLIENT_ID": "app-id",
         "REMOTELLM_BROKER_GITLAB_CLIENT_SECRET": "app-secret",
         "REMOTELLM_BROKER_PUBLIC_URL": "https://llm.example.org",
+        "REMOTELLM_BROKER_PORTAL_ALLOWED_GROUPS": "acme",
     }
     settings = load_settings(None, env, {})
     assert settings.session_secret == SESSION_SECRET
@@ -239,7 +240,11 @@ def test_a_half_configured_portal_names_what_is_missing(env: dict[str, str], mis
 
 
 def test_a_complete_portal_is_enabled(tmp_path: Path) -> None:
-    config = write(tmp_path, "gitlab_url: https://git.example.org\ngitlab_client_id: app\n")
+    config = write(
+        tmp_path,
+        "gitlab_url: https://git.example.org\ngitlab_client_id: app\n"
+        "portal_allow_any_gitlab_user: true\n",
+    )
     env = {
         "REMOTELLM_BROKER_GITLAB_CLIENT_SECRET": "app-secret",
         "REMOTELLM_BROKER_SESSION_SECRET": SESSION_SECRET,
@@ -247,6 +252,65 @@ def test_a_complete_portal_is_enabled(tmp_path: Path) -> None:
     settings = load_settings(config, env, {"public_url": "https://llm.example.org"})
     assert settings.portal_enabled
     assert settings.gitlab_url == "https://git.example.org"
+    assert settings.portal_allow_any_gitlab_user
+
+
+_PORTAL_ENV = {
+    "REMOTELLM_BROKER_GITLAB_CLIENT_ID": "app-id",
+    "REMOTELLM_BROKER_GITLAB_CLIENT_SECRET": "app-secret",
+    "REMOTELLM_BROKER_SESSION_SECRET": SESSION_SECRET,
+    "REMOTELLM_BROKER_PUBLIC_URL": "https://llm.example.org",
+}
+
+
+def test_portal_without_access_rule_refuses_to_start() -> None:
+    """Attacker: any gitlab.com account. A portal configured with no rule would hand each one
+    a key, so the broker does not start, and says how to open it on purpose."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, _PORTAL_ENV, {})
+    message = str(caught.value)
+    assert "https://gitlab.com" in message
+    for name in (
+        "REMOTELLM_BROKER_PORTAL_ALLOWED_GROUPS",
+        "REMOTELLM_BROKER_PORTAL_ALLOWED_USERS",
+        "REMOTELLM_BROKER_PORTAL_ALLOW_ANY_GITLAB_USER",
+        "--portal-allow-any-gitlab-user",
+    ):
+        assert name in message
+    for flag_value in ("false", "0"):
+        env = {**_PORTAL_ENV, "REMOTELLM_BROKER_PORTAL_ALLOW_ANY_GITLAB_USER": flag_value}
+        with pytest.raises(ConfigError, match="no access rule"):
+            load_settings(None, env, {})
+
+
+def test_portal_access_rules_from_env_file_and_flags(tmp_path: Path) -> None:
+    env = {**_PORTAL_ENV, "REMOTELLM_BROKER_PORTAL_ALLOWED_USERS": "gitlab:42, grace"}
+    settings = load_settings(None, env, {})
+    assert settings.portal_allowed_users == ["gitlab:42", "grace"]
+    assert not settings.portal_allow_any_gitlab_user
+    config = write(tmp_path, "portal_allowed_groups: [acme, beta/ops]\n")
+    assert load_settings(config, _PORTAL_ENV, {}).portal_allowed_groups == ["acme", "beta/ops"]
+    flags = {"portal_allowed_groups": "acme,gamma", "portal_allow_any_gitlab_user": None}
+    assert load_settings(config, _PORTAL_ENV, flags).portal_allowed_groups == ["acme", "gamma"]
+    opened = {**_PORTAL_ENV, "REMOTELLM_BROKER_PORTAL_ALLOW_ANY_GITLAB_USER": "true"}
+    assert load_settings(None, opened, {}).portal_allow_any_gitlab_user
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("PORTAL_ALLOWED_GROUPS", "acme/"),
+        ("PORTAL_ALLOWED_GROUPS", "../acme"),
+        ("PORTAL_ALLOWED_GROUPS", "acme team"),
+        ("PORTAL_ALLOWED_USERS", "1234"),
+        ("PORTAL_ALLOWED_USERS", "gitlab:abc"),
+        ("PORTAL_ALLOWED_USERS", "local:alice"),
+    ],
+)
+def test_malformed_portal_access_rules_are_refused(field: str, value: str) -> None:
+    env = {**_PORTAL_ENV, f"REMOTELLM_BROKER_{field}": value}
+    with pytest.raises(ConfigError, match=field.lower()):
+        load_settings(None, env, {})
 
 
 def test_repr_never_shows_secrets() -> None:

@@ -55,7 +55,7 @@ async def test_the_token_request_carries_pkce_and_the_registered_redirect(tmp_pa
 
         asked = rig.fake.authorize_requests[-1]
         assert asked["response_type"] == "code"
-        assert asked["scope"] == "read_user"
+        assert asked["scope"] == "openid"
         assert asked["code_challenge_method"] == "S256"
         assert len(asked["code_challenge"]) == 43
         assert asked["redirect_uri"] == f"{rig.url}/auth/callback"

@@ -88,6 +88,7 @@ def test_a_broker_with_gitlab_login_imports_it(tmp_path: Path) -> None:
         gitlab_client_id="client-id",
         gitlab_client_secret="client-secret",
         session_secret="a-session-secret-of-enough-length-0123456789",
+        portal_allowed_groups="acme",
     )
     assert result["heavy"] == sorted(HEAVY)
     status, text = result["page"]  # type: ignore[misc]

@@ -120,7 +120,7 @@ async def test_the_session_is_new_after_login_and_never_holds_the_key(tmp_path: 
         before_data = json.loads(fernet.decrypt(before.encode()))
         after_data = json.loads(fernet.decrypt(after.encode()))
         assert set(before_data["session"]) == {"login"}
-        assert set(after_data["session"]) == {"uid", "csrf"}  # nothing from before survives
+        assert set(after_data["session"]) == {"uid", "csrf", "ep"}  # nothing from before survives
         assert after_data["session"]["uid"] == "gitlab:101"
         assert key not in json.dumps(after_data)
         assert key[3:] not in json.dumps(after_data)

@@ -129,7 +129,7 @@ def _check_rate(state: BrokerState, identity: KeyIdentity, ex: Exchange) -> None
     )
     if rpm <= 0 or burst <= 0:
         return
-    decision = state.limiter.check(identity.key_id, rpm=rpm, burst=burst, now=time.monotonic())
+    decision = state.limiter.check(identity.user_id, rpm=rpm, burst=burst, now=time.monotonic())
     headers = decision.headers()
     if decision.allowed:
         ex.headers.update(headers)
@@ -175,11 +175,11 @@ async def _relayed(request: web.Request, ex: Exchange) -> web.StreamResponse:
         raise _model_not_found(parsed.model)
     ex.model = parsed.model
     limit = settings.max_streams_per_key if identity.max_streams is None else identity.max_streams
-    if limit > 0 and not state.slots.try_acquire(identity.key_id, limit):
+    if limit > 0 and not state.slots.try_acquire(identity.user_id, limit):
         state.metrics.rate_limited_streams.inc()
         raise OpenAIError(
             429,
-            f"Too many concurrent requests: at most {limit} at a time for this key.",
+            f"Too many concurrent requests: at most {limit} at a time per user.",
             code="too_many_concurrent_requests",
             headers=retry_after_header(1.0),
         )
@@ -190,7 +190,7 @@ async def _relayed(request: web.Request, ex: Exchange) -> web.StreamResponse:
     finally:
         state.untrack(ex)
         if limit > 0:
-            state.slots.release(identity.key_id)
+            state.slots.release(identity.user_id)
 
 
 def _model_not_found(model: str) -> OpenAIError:

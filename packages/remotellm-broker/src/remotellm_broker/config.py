@@ -42,6 +42,14 @@ PosInt = Annotated[int, msgspec.Meta(ge=1)]
 PosFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 Secret = Annotated[str, msgspec.Meta(min_length=32)]
+# A GitLab namespace path: segments of letters, digits, '_', '.', '-' joined by '/'.
+GroupPath = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
+]
+# ``gitlab:<id>`` or a GitLab username (which is never all digits here: write gitlab:<id>).
+AllowedUser = Annotated[
+    str, msgspec.Meta(pattern=r"^(gitlab:[1-9][0-9]{0,18}|[A-Za-z0-9_.-]*[A-Za-z_.-][A-Za-z0-9_.-]*)$")
+]
 
 
 class ConfigError(Exception):
@@ -75,6 +83,15 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     gitlab_client_id: NonEmpty | None = None
     gitlab_client_secret: NonEmpty | None = None
     session_secret: Secret | None = None
+    #: GitLab groups whose members may get a key from the portal, by full path (``acme``,
+    #: ``acme/team-a``); a group admits the members of its subgroups too.
+    portal_allowed_groups: list[GroupPath] = msgspec.field(default_factory=list)
+    #: GitLab users who may get a key from the portal: ``gitlab:123`` (the user id, which
+    #: survives renames) or a username.
+    portal_allowed_users: list[AllowedUser] = msgspec.field(default_factory=list)
+    #: Open the portal to every account of ``gitlab_url`` (on gitlab.com: anyone on the
+    #: internet). Without it, a portal with no allowed group or user refuses to start.
+    portal_allow_any_gitlab_user: bool = False
 
     @property
     def portal_enabled(self) -> bool:
@@ -98,7 +115,9 @@ FIELDS: tuple[str, ...] = BrokerSettings.__struct_fields__
 SECRET_FIELDS = frozenset(
     {"connector_tokens", "api_keys", "gitlab_client_secret", "session_secret"}
 )
-LIST_FIELDS = frozenset({"connector_tokens", "api_keys"})
+LIST_FIELDS = frozenset(
+    {"connector_tokens", "api_keys", "portal_allowed_groups", "portal_allowed_users"}
+)
 # Setting any of these turns the portal on, so all of PORTAL_REQUIRED must be present
 # (public_url too: GitLab must send the browser back to an address the operator chose).
 PORTAL_FIELDS = ("gitlab_url", "gitlab_client_id", "gitlab_client_secret", "session_secret")
@@ -141,7 +160,9 @@ def load_settings(
                 f"{field} is a secret and cannot be given as a command-line flag "
                 f"(flags are visible in ps); use {env_name(field)} or {env_name(field)}_FILE"
             )
-        values[field] = str(value) if isinstance(value, Path) else value
+        if isinstance(value, Path):
+            value = str(value)
+        values[field] = _split_list(value) if field in LIST_FIELDS else value
         sources[field] = "--" + field.replace("_", "-")
     for field in _LOWERCASE_FIELDS:
         if isinstance(values.get(field), str):
@@ -252,6 +273,19 @@ def _check_portal(settings: BrokerSettings, sources: dict[str, str]) -> None:
     if not configured:
         return
     missing = [f for f in PORTAL_REQUIRED if not getattr(settings, f)]
+    if not missing and not (
+        settings.portal_allowed_groups
+        or settings.portal_allowed_users
+        or settings.portal_allow_any_gitlab_user
+    ):
+        raise ConfigError(
+            f"the GitLab login portal has no access rule: every account on "
+            f"{settings.gitlab_url} would get an API key. Set portal_allowed_groups "
+            f"({env_name('portal_allowed_groups')}, --portal-allowed-groups) or "
+            f"portal_allowed_users ({env_name('portal_allowed_users')}), or, to open it to "
+            f"every user of this GitLab on purpose, portal_allow_any_gitlab_user: true "
+            f"({env_name('portal_allow_any_gitlab_user')}=true, --portal-allow-any-gitlab-user)"
+        )
     if missing:
         raise ConfigError(
             f"the GitLab login portal is half-configured: {', '.join(configured)} "

@@ -185,6 +185,20 @@ def _overrides(flags: dict[str, Any]) -> dict[str, object]:
 @click.option("--rate-limit-rpm", type=int, help="Requests per minute per key, 0 = off [600].")
 @click.option("--rate-limit-burst", type=int, help="Burst of requests per key, 0 = off [100].")
 @click.option("--max-streams-per-key", type=int, help="Concurrent requests per key, 0 = off [64].")
+@click.option(
+    "--portal-allowed-groups",
+    help="GitLab groups (full paths, comma-separated; subgroups included) whose members get keys.",
+)
+@click.option(
+    "--portal-allowed-users",
+    help="GitLab users who get keys: gitlab:ID or username, comma-separated.",
+)
+@click.option(
+    "--portal-allow-any-gitlab-user",
+    is_flag=True,
+    default=None,
+    help="Give a key to every account of the GitLab (gitlab.com: anyone). Off by default.",
+)
 def serve(config_file: Path | None, **flags: Any) -> None:
     """Run the broker: the OpenAI API, the relay for connectors, the portal."""
     try:

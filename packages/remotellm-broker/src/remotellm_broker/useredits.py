@@ -21,6 +21,7 @@ __all__ = [
     "add_connector_token",
     "add_local_user",
     "delete_user",
+    "end_sessions",
     "record_gitlab_login",
     "resolve",
     "revoke_connector_token",
@@ -125,23 +126,51 @@ def record_gitlab_login(
     content: UsersFile, gitlab_id: int, username: str, display_name: str, now: str
 ) -> UsersFile:
     """Create ``gitlab:<id>`` at the first login; later refresh its names and login time.
-    The GitLab id is the identity: a renamed GitLab user keeps the record and the key."""
+    The GitLab id is the identity: a renamed GitLab user keeps the record and the key.
+
+    A pre-block (``blocked_usernames``) that names this account, by its new username or by
+    the one on record, is resolved here: the record itself becomes blocked and the name
+    leaves the list, so the block follows the id through any later rename."""
     user_id = f"gitlab:{gitlab_id}"
-    if not any(u.id == user_id for u in content.users):
+    existing = next((u for u in content.users if u.id == user_id), None)
+    names = {username.casefold()}
+    if existing is not None:
+        names.add(existing.name.casefold())
+    pre_blocked = [n for n in content.blocked_usernames if n.casefold() in names]
+    remaining = [n for n in content.blocked_usernames if n.casefold() not in names]
+    if existing is None:
         entry = UserEntry(
             id=user_id,
             name=username,
             display_name=display_name,
             gitlab_id=gitlab_id,
+            blocked=bool(pre_blocked),
             created=now,
             last_login=now,
         )
-        return _replace(content, users=[*content.users, entry])
+        return _replace(content, users=[*content.users, entry], blocked_usernames=remaining)
 
     def change(entry: UserEntry) -> UserEntry:
         return msgspec.structs.replace(
-            entry, name=username, display_name=display_name, last_login=now
+            entry,
+            name=username,
+            display_name=display_name,
+            last_login=now,
+            blocked=entry.blocked or bool(pre_blocked),
         )
+
+    return _replace(
+        content, users=_map_user(content, user_id, change), blocked_usernames=remaining
+    )
+
+
+def end_sessions(content: UsersFile, user_id: str) -> UsersFile:
+    """Every portal session of ``user_id`` issued so far stops working (logout)."""
+    if not any(u.id == user_id for u in content.users):
+        raise UserStoreError(f"no user {user_id!r}")
+
+    def change(entry: UserEntry) -> UserEntry:
+        return msgspec.structs.replace(entry, session_epoch=entry.session_epoch + 1)
 
     return _replace(content, users=_map_user(content, user_id, change))
 

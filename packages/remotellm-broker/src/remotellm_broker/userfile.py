@@ -80,6 +80,8 @@ class UserEntry(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown
     rate_limit_rpm: NonNegInt | None = None
     rate_limit_burst: NonNegInt | None = None
     max_streams: NonNegInt | None = None
+    #: Bumped when the user logs out of the portal: every session cookie issued before is dead.
+    session_epoch: NonNegInt = 0
 
 
 class TokenEntry(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):

@@ -11,7 +11,8 @@ Identities: ``local:<name>`` for users made with the CLI, ``gitlab:<id>`` for po
 (the GitLab id is the identity, the username is for display and for the operator's
 commands), ``env:<hash prefix>`` for environment service accounts. Blocking is by
 username: ``block alice`` blocks every record named alice, and when there is none yet the
-name goes to ``blocked_usernames`` so alice is blocked the moment she first logs in.
+name goes to ``blocked_usernames`` so alice is blocked the moment she first logs in; that
+login resolves the pre-block to her GitLab id, so renaming the account does not lift it.
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ class UserRecord:
     rate_limit_rpm: int | None
     rate_limit_burst: int | None
     max_streams: int | None
+    #: Portal sessions carry the epoch they were issued at; logout bumps it.
+    session_epoch: int = 0
 
     @property
     def has_key(self) -> bool:
@@ -146,6 +149,7 @@ def _record(entry: UserEntry, blocked_names: frozenset[str]) -> UserRecord:
         rate_limit_rpm=entry.rate_limit_rpm,
         rate_limit_burst=entry.rate_limit_burst,
         max_streams=entry.max_streams,
+        session_epoch=entry.session_epoch,
     )
 
 
@@ -388,6 +392,10 @@ class UserStore:
         if record is None:  # pragma: no cover - we just wrote it
             raise UserStoreError(f"user gitlab:{gitlab_id} vanished after being written")
         return record
+
+    def end_sessions(self, user_id: str) -> None:
+        """Log ``user_id`` out of the portal everywhere: older session cookies stop working."""
+        self._update(lambda c: edits.end_sessions(c, user_id))
 
     def create_connector_token(self, name: str) -> str:
         """A new connector token called ``name``; returns it (shown once)."""

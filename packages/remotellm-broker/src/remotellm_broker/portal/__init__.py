@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import structlog
 from aiohttp import web
 
-from remotellm_broker.config import BrokerSettings
+from remotellm_broker.config import BrokerSettings, ConfigError
 from remotellm_broker.portal.examples import ModelIds
 from remotellm_broker.portal.offpage import off_auth, off_index
 from remotellm_broker.portal.settings import missing_portal_settings, portal_config
@@ -58,6 +58,12 @@ def add_portal(
         app.router.add_get("/", off_index)
         app.router.add_route("*", "/auth/{tail:.*}", off_auth)
         return
+    if config.access.empty:
+        # load_settings refuses this already; an app built from settings by hand must too.
+        raise ConfigError(
+            "the GitLab login portal has no access rule: set portal_allowed_groups or "
+            "portal_allowed_users, or portal_allow_any_gitlab_user to open it to everyone"
+        )
     # Only now: these pull in Jinja2, authlib, cryptography and aiohttp_session.
     from remotellm_broker.portal.routes import Portal
     from remotellm_broker.portal.sessions import make_storage, sessions_for
@@ -71,4 +77,12 @@ def add_portal(
     app.router.add_get("/auth/callback", with_session(portal.callback))
     app.router.add_post("/auth/rotate", with_session(portal.rotate))
     app.router.add_post("/auth/logout", with_session(portal.logout))
-    log.info("portal.on", gitlab=config.gitlab_host, callback=config.redirect_uri)
+    access = config.access
+    log.info(
+        "portal.on",
+        gitlab=config.gitlab_host,
+        callback=config.redirect_uri,
+        open_to_any_gitlab_user=access.allow_any,
+        allowed_groups=len(access.groups),
+        allowed_users=len(access.user_ids) + len(access.usernames),
+    )

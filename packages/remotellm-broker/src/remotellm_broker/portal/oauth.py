@@ -1,9 +1,13 @@
-"""GitLab OAuth 2.0 (authorization code + PKCE S256) on top of authlib, over aiohttp.
+"""GitLab login with OpenID Connect (authorization code + PKCE S256) on top of authlib, over
+aiohttp.
 
 authlib does the protocol work: it generates the ``state`` and the PKCE verifier, derives the
 S256 challenge, builds the authorize URL and the token request, authenticates the client,
-checks the returned ``state`` and parses GitLab's token response and its errors. This module
-only gives authlib an aiohttp transport (the broker already runs on aiohttp, so the portal does
+checks the returned ``state`` and parses GitLab's token response and its errors. The scope is
+``openid`` alone: it lets the broker read GitLab's OpenID Connect userinfo (``/oauth/userinfo``:
+``sub`` = the user id, ``nickname``/``preferred_username`` = the username, ``groups`` = the full
+path of every group the user is in, directly or through an ancestor) and nothing else of the
+account. This module only gives authlib an aiohttp transport (the broker already runs on aiohttp, so the portal does
 not pull in a second HTTP stack) and turns everything GitLab can do wrong into two exceptions:
 
     GitLabError
@@ -31,6 +35,7 @@ from authlib.oauth2.rfc6749 import (  # type: ignore[import-untyped]
 from authlib.oauth2.rfc6749.parameters import (  # type: ignore[import-untyped]
     parse_authorization_code_response,
 )
+from authlib.oidc.core import UserInfo  # type: ignore[import-untyped]
 
 __all__ = [
     "BadCallback",
@@ -40,9 +45,12 @@ __all__ = [
     "GitLabUnavailable",
     "GitLabUser",
     "PendingLogin",
+    "parse_userinfo",
 ]
 
-SCOPE = "read_user"
+SCOPE = "openid"
+#: More groups than this in one userinfo answer is not a team member, it is an attack.
+MAX_GROUPS = 10_000
 PROBE_TIMEOUT_S = 3.0
 
 
@@ -78,11 +86,13 @@ class PendingLogin:
 
 @dataclass(frozen=True)
 class GitLabUser:
-    """The GitLab account that logged in: the id is the identity, the rest is for display."""
+    """The GitLab account that logged in: the id is the identity, the username and name are
+    for display (and username rules), ``groups`` the full paths of its groups."""
 
     id: int
     username: str
     name: str
+    groups: tuple[str, ...] = ()
 
 
 class _TokenResponse:
@@ -138,7 +148,7 @@ class GitLabOAuth:
         base = gitlab_url.rstrip("/")  # GitLab may live under a path: https://host/gitlab
         self.authorize_endpoint = f"{base}/oauth/authorize"
         self.token_endpoint = f"{base}/oauth/token"
-        self.user_endpoint = f"{base}/api/v4/user"
+        self.userinfo_endpoint = f"{base}/oauth/userinfo"
         self.redirect_uri = redirect_uri
         self._client_id = client_id
         self._client_secret = client_secret
@@ -210,23 +220,39 @@ class GitLabOAuth:
 
     async def _fetch_user(self, client: Any) -> GitLabUser:
         url, headers, _ = client.token_auth.prepare(
-            self.user_endpoint, {"Accept": "application/json"}, ""
+            self.userinfo_endpoint, {"Accept": "application/json"}, ""
         )
         async with self._http.get(url, headers=headers) as response:
             if response.status >= 500:
-                raise GitLabUnavailable(f"GitLab user API answered HTTP {response.status}")
+                raise GitLabUnavailable(f"GitLab userinfo answered HTTP {response.status}")
             if response.status >= 400:
-                raise GitLabRefused("user_api", f"GitLab user API answered HTTP {response.status}")
+                raise GitLabRefused("userinfo", f"GitLab userinfo answered HTTP {response.status}")
             data = await response.json(content_type=None)
-        return _parse_user(data)
+        if not isinstance(data, dict):
+            raise GitLabUnavailable("GitLab userinfo answered with something unexpected")
+        return parse_userinfo(UserInfo(data))
 
 
-def _parse_user(data: Any) -> GitLabUser:
-    if not isinstance(data, dict):
-        raise GitLabUnavailable("GitLab user API answered with something unexpected")
-    user_id, username, name = data.get("id"), data.get("username"), data.get("name")
-    if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id <= 0:
-        raise GitLabRefused("user_api", "the user has no numeric id")
+def parse_userinfo(claims: UserInfo) -> GitLabUser:
+    """GitLab's OIDC userinfo claims → the account; ``GitLabRefused`` if they do not name one.
+
+    ``sub`` is GitLab's numeric user id as a string; the username is ``nickname`` (GitLab
+    also sends it as ``preferred_username``); ``groups`` lists full group paths.
+    """
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub.isascii() or not sub.isdigit() or len(sub) > 19:
+        raise GitLabRefused("userinfo", "the user has no numeric id (sub)")
+    user_id = int(sub)
+    if user_id <= 0:
+        raise GitLabRefused("userinfo", "the user has no numeric id (sub)")
+    username = claims.get("nickname") or claims.get("preferred_username")
     if not isinstance(username, str) or not username:
-        raise GitLabRefused("user_api", "the user has no username")
-    return GitLabUser(id=user_id, username=username, name=name if isinstance(name, str) else "")
+        raise GitLabRefused("userinfo", "the user has no username (nickname)")
+    name = claims.get("name")
+    raw_groups = claims.get("groups", [])
+    if not isinstance(raw_groups, list) or len(raw_groups) > MAX_GROUPS:
+        raise GitLabRefused("userinfo", "the groups claim is not a list of group paths")
+    groups = tuple(g for g in raw_groups if isinstance(g, str) and g)
+    return GitLabUser(
+        id=user_id, username=username, name=name if isinstance(name, str) else "", groups=groups
+    )

@@ -3,10 +3,16 @@
 
 Flow: ``/auth/login`` puts a fresh ``state`` + PKCE verifier in the session and redirects to
 GitLab; ``/auth/callback`` takes them out again (single use), refuses anything that does not
-match before talking to GitLab, then swaps the code for a token, reads ``/api/v4/user``, records
-the login in the user store and starts a new session. A first login gets a key, rendered into
+match before talking to GitLab, then swaps the code for a token, reads GitLab's OpenID Connect
+userinfo, applies the operator's access rules (``access.py``: a stranger gets the "no access"
+page and no record), records the login in the user store and starts a new session. A first login gets a key, rendered into
 that very response and nowhere else (not the session, not a URL, not a log). A returning user
 lands on ``/``, which shows the key's prefix and a CSRF-protected "rotate" button.
+
+Every signed-in request is checked against users.yaml (``_signed_in``): the user must still
+exist and the session's epoch must be the user's current one, which logout bumps, so a copy of
+the cookie taken before logout is worthless. POSTs check the session and the Origin before
+reading a byte of the body, and read it with ``forms.read_form`` (4 KiB, 10 s).
 
 Redirects only ever go to GitLab's configured authorize URL or to ``/``: no parameter of the
 request chooses where the browser goes next.
@@ -26,6 +32,7 @@ from aiohttp_session import Session, get_session
 
 from remotellm_broker.__about__ import __version__
 from remotellm_broker.portal.csrf import CSRF_FIELD, csrf_matches
+from remotellm_broker.portal.forms import BadInput, read_form, read_query
 from remotellm_broker.portal.examples import (
     PLACEHOLDER_MODEL,
     ModelIds,
@@ -45,6 +52,7 @@ from remotellm_broker.portal.sessions import (
     csrf_token,
     current_user_id,
     remember_pending,
+    session_epoch,
     start_user_session,
     take_pending,
 )
@@ -138,13 +146,23 @@ class Portal:
 
     # -- handlers ------------------------------------------------------------------------------
 
+    def _signed_in(self, session: Session) -> UserRecord | None:
+        """The user this session belongs to, if it is still valid: the user exists and the
+        session was issued at the user's current epoch (logout bumps it). An invalid session
+        is ended."""
+        user_id = current_user_id(session)
+        if user_id is None:
+            return None
+        user = self.store.get_user(user_id)
+        if user is None or session_epoch(session) != user.session_epoch:
+            session.invalidate()  # deleted by the operator, or logged out: start over
+            return None
+        return user
+
     async def index(self, request: web.Request) -> web.Response:
         session = await get_session(request)
-        user_id = current_user_id(session)
-        user = self.store.get_user(user_id) if user_id else None
+        user = self._signed_in(session)
         if user is None:
-            if user_id:
-                session.invalidate()  # the operator deleted the user: start over
             return self._page("login.html")
         if user.blocked:
             session.invalidate()
@@ -161,9 +179,13 @@ class Portal:
         return _redirect(url)
 
     async def callback(self, request: web.Request) -> web.Response:
+        try:
+            query = read_query(request)
+        except BadInput as exc:
+            return self._bad_input(request, exc)
         session = await get_session(request)
         pending = take_pending(session, time.time())
-        returned_state = request.query.get("state", "")
+        returned_state = query.get("state", "")
         if (
             pending is None
             or not hmac.compare_digest(pending.state.encode(), returned_state.encode())
@@ -171,8 +193,8 @@ class Portal:
         ):
             log.info("portal.callback_rejected", reason="state")
             return self._bad_state()
-        if "error" in request.query:
-            return self._gitlab_refused(GitLabRefused(request.query.get("error", "")))
+        if "error" in query:
+            return self._gitlab_refused(GitLabRefused(query.get("error", "")[:100]))
         try:
             gitlab_user = await self.oauth.complete(request.rel_url.raw_query_string, pending)
         except BadCallback:
@@ -186,6 +208,20 @@ class Portal:
         return await self._logged_in(request, gitlab_user)
 
     async def _logged_in(self, request: web.Request, gitlab_user: GitLabUser) -> web.Response:
+        decision = self.config.access.decide(
+            gitlab_user.id, gitlab_user.username, gitlab_user.groups
+        )
+        if not decision.allowed:
+            # No record, no key: a stranger leaves nothing in users.yaml.
+            log.warning(
+                "portal.login_denied",
+                user_id=f"gitlab:{gitlab_user.id}",
+                username=gitlab_user.username,
+                reason=decision.reason,
+                groups=len(gitlab_user.groups),
+            )
+            (await get_session(request)).invalidate()
+            return self._page("denied.html", status=403, denied_name=gitlab_user.username)
         try:
             user = await asyncio.to_thread(
                 self.store.upsert_gitlab_user,
@@ -197,8 +233,10 @@ class Portal:
                 log.info("portal.login_blocked", user_id=user.user_id)
                 (await get_session(request)).invalidate()
                 return self._page("blocked.html", status=403, blocked_name=user.name)
-            session = await start_user_session(request, user.user_id)
-            log.info("portal.login", user_id=user.user_id, has_key=user.has_key)
+            session = await start_user_session(request, user.user_id, user.session_epoch)
+            log.info(
+                "portal.login", user_id=user.user_id, has_key=user.has_key, access=decision.reason
+            )
             if user.has_key:
                 return self._redirect_home()
             key = await asyncio.to_thread(self.store.issue_key_for, user.user_id)
@@ -211,17 +249,17 @@ class Portal:
 
     async def rotate(self, request: web.Request) -> web.Response:
         session = await get_session(request)
-        user_id = current_user_id(session)
-        form = await request.post()
-        if user_id is None or not self._same_origin(request):
-            return self._forbidden()
+        user = self._signed_in(session)
+        if user is None or not self._same_origin(request):
+            return _closing(self._forbidden())  # before reading a byte of the body
+        user_id = user.user_id
+        try:
+            form = await read_form(request)
+        except BadInput as exc:
+            return self._bad_input(request, exc)
         if not csrf_matches(csrf_token(session), form.get(CSRF_FIELD)):
             log.info("portal.csrf_rejected", user_id=user_id)
             return self._forbidden()
-        user = self.store.get_user(user_id)
-        if user is None:
-            session.invalidate()
-            return self._redirect_home()
         if user.blocked:
             session.invalidate()
             return self._page("blocked.html", status=403, blocked_name=user.name)
@@ -235,14 +273,23 @@ class Portal:
 
     async def logout(self, request: web.Request) -> web.Response:
         session = await get_session(request)
-        form = await request.post()
-        if current_user_id(session) is None:
-            return self._redirect_home()
-        if not self._same_origin(request) or not csrf_matches(
-            csrf_token(session), form.get(CSRF_FIELD)
-        ):
+        user = self._signed_in(session)
+        if user is None:
+            return _closing(self._redirect_home())  # before reading a byte of the body
+        if not self._same_origin(request):
+            return _closing(self._forbidden())
+        try:
+            form = await read_form(request)
+        except BadInput as exc:
+            return self._bad_input(request, exc)
+        if not csrf_matches(csrf_token(session), form.get(CSRF_FIELD)):
             return self._forbidden()
-        log.info("portal.logout", user_id=current_user_id(session))
+        try:
+            # Server side: every cookie issued to this user so far stops working.
+            await asyncio.to_thread(self.store.end_sessions, user.user_id)
+        except UserStoreError as exc:
+            return self._store_failed(exc)
+        log.info("portal.logout", user_id=user.user_id)
         session.invalidate()
         return self._redirect_home()
 
@@ -261,6 +308,21 @@ class Portal:
             "Open the portal again and retry.",
             keys_still_work=False,
         )
+
+    def _bad_input(self, request: web.Request, exc: BadInput) -> web.Response:
+        log.warning("portal.bad_request", path=request.path, status=exc.status, reason=exc.reason)
+        titles = {
+            408: "The form took too long to arrive",
+            413: "The form is too large",
+        }
+        message = (
+            "The broker could not read what your browser sent. "
+            "Open the portal again from its address and retry."
+        )
+        page = self._error(
+            exc.status, titles.get(exc.status, "Bad request"), message, keys_still_work=True
+        )
+        return _closing(page)
 
     def _bad_state(self) -> web.Response:
         return self._error(
@@ -295,6 +357,13 @@ class Portal:
         log.error("portal.store_failed", error=str(exc))
         message = "The broker could not save your account just now. Try again in a minute."
         return self._error(503, "Something went wrong", message, keys_still_work=True)
+
+
+def _closing(response: web.Response) -> web.Response:
+    """Close the connection after this answer: whatever body the client still meant to send
+    is not read, neither now nor by aiohttp's keep-alive lingering."""
+    response.force_close()
+    return response
 
 
 def _redirect(location: str) -> web.Response:

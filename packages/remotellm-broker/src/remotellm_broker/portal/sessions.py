@@ -8,7 +8,9 @@ token. The API key is never put in it.
 
 Because the cookie is the only record, a copied cookie could replay a pending login; the
 :class:`SpentStates` memory refuses a ``state`` that was already used, whatever cookie comes
-with it.
+with it. A signed-in session also carries the user's ``session_epoch`` from users.yaml; logging
+out bumps that epoch, so every copy of a cookie issued before is dead on every broker replica
+(the portal compares the two on each request: ``routes.Portal._signed_in``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "fernet_from_secret",
     "make_storage",
     "remember_pending",
+    "session_epoch",
     "sessions_for",
     "start_user_session",
     "take_pending",
@@ -50,6 +53,7 @@ LOGIN_TTL_S = 600.0  # as long as GitLab keeps an authorization code alive
 _PENDING = "login"
 _USER = "uid"
 _CSRF = "csrf"
+_EPOCH = "ep"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -119,12 +123,19 @@ def take_pending(session: Session, now: float) -> PendingLogin | None:
     return PendingLogin(state=state, code_verifier=verifier, started_at=float(started))
 
 
-async def start_user_session(request: web.Request, user_id: str) -> Session:
-    """A brand-new session for a freshly logged-in user (nothing from before login survives)."""
+async def start_user_session(request: web.Request, user_id: str, epoch: int) -> Session:
+    """A brand-new session for a freshly logged-in user (nothing from before login survives),
+    valid while the user's ``session_epoch`` is still ``epoch``."""
     session = await new_session(request)
     session[_USER] = user_id
     session[_CSRF] = new_csrf_token()
+    session[_EPOCH] = epoch
     return session
+
+
+def session_epoch(session: Session) -> int | None:
+    epoch = session.get(_EPOCH)
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
 
 def current_user_id(session: Session) -> str | None:

@@ -8,10 +8,11 @@ never from a request's Host header.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from remotellm_broker.config import BrokerSettings
+from remotellm_broker.portal.access import AccessRules
 
 __all__ = ["PortalConfig", "missing_portal_settings", "portal_config"]
 
@@ -23,6 +24,7 @@ class PortalConfig:
     client_id: str
     client_secret: str
     session_secret: str
+    access: AccessRules = field(default_factory=AccessRules)
 
     @property
     def api_url(self) -> str:
@@ -70,4 +72,9 @@ def portal_config(settings: BrokerSettings) -> PortalConfig | None:
         client_id=client_id,
         client_secret=client_secret,
         session_secret=session_secret,
+        access=AccessRules.from_settings(
+            groups=settings.portal_allowed_groups,
+            users=settings.portal_allowed_users,
+            allow_any=settings.portal_allow_any_gitlab_user,
+        ),
     )
