@@ -1,0 +1,141 @@
+"""Who gets a key: the operator's access rules, checked against GitLab's OIDC userinfo.
+
+Each test plays a stranger on the configured GitLab (on gitlab.com: anyone on the internet)
+logging in through the real broker app and the fake GitLab's OAuth + userinfo endpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from fake_gitlab import GitLabUser
+from portal_rig import running_portal
+from remotellm_broker.app import create_app
+from remotellm_broker.config import BrokerSettings, ConfigError
+from remotellm_broker.users import UserStore
+
+ACME_GROUPS = ["acme", "acme/team-a", "acme/team-a/infra", "acme-evil", "acmeco", "other"]
+
+
+async def test_stranger_outside_the_allowed_groups_is_denied_with_a_page_and_a_log_line(
+    tmp_path: Path,
+) -> None:
+    async with running_portal(tmp_path, portal_allowed_groups=["acme"]) as rig:
+        rig.fake.groups = ACME_GROUPS
+        # Lookalike group names must not pass for the allowed one.
+        rig.fake.user = GitLabUser(666, "mallory", "Mallory", memberships=["acme-evil", "acmeco"])
+        with capture_logs() as logs:
+            page = await rig.browser().login()
+        assert page.status == 403
+        assert "No access to this broker" in page.text
+        assert "@mallory" in page.text
+        assert "not one of" in page.text
+        assert page.key() is None
+        assert rig.store.list_users() == []  # a stranger leaves nothing in users.yaml
+        denied = [e for e in logs if e["event"] == "portal.login_denied"]
+        assert len(denied) == 1
+        assert denied[0]["user_id"] == "gitlab:666"
+        assert denied[0]["reason"] == "not_in_allowed_groups_or_users"
+        assert denied[0]["log_level"] == "warning"
+        assert not any(e["event"] == "portal.key_issued" for e in logs)
+        # Denied means no session either: the index is the login page again.
+        home = await rig.browser().get("/")
+        assert "Log in with GitLab" in home.text
+
+
+@pytest.mark.parametrize(
+    ("memberships", "rule"),
+    [
+        (["acme"], "acme"),  # direct member
+        (["acme/team-a"], "acme"),  # a subgroup of the allowed group
+        (["acme/team-a/infra"], "acme"),  # two levels down
+        (["acme"], "acme/team-a"),  # member of the parent: GitLab lists the subgroup too
+        (["ACME/Team-A"], "acme/team-a"),  # GitLab paths ignore case
+    ],
+)
+async def test_members_of_an_allowed_group_or_its_subgroups_get_a_key(
+    tmp_path: Path, memberships: list[str], rule: str
+) -> None:
+    async with running_portal(tmp_path, portal_allowed_groups=[rule]) as rig:
+        rig.fake.groups = [*ACME_GROUPS, "ACME/Team-A"]
+        rig.fake.user = GitLabUser(7, "grace", "Grace Hopper", memberships=memberships)
+        page = await rig.browser().login()
+        assert page.status == 200, page.text
+        assert page.key() is not None
+        assert rig.store.get_user("gitlab:7") is not None
+
+
+async def test_a_member_of_a_subgroup_only_is_not_admitted_by_a_sibling_rule(
+    tmp_path: Path,
+) -> None:
+    async with running_portal(tmp_path, portal_allowed_groups=["acme/team-b"]) as rig:
+        rig.fake.groups = ["acme", "acme/team-a", "acme/team-b"]
+        rig.fake.user = GitLabUser(8, "eve", "Eve", memberships=["acme/team-a"])
+        page = await rig.browser().login()
+        assert page.status == 403
+        assert page.key() is None
+
+
+async def test_allowed_users_by_id_and_by_username(tmp_path: Path) -> None:
+    rules = ["gitlab:42", "Linus"]
+    async with running_portal(tmp_path, portal_allowed_users=rules) as rig:
+        for user, allowed in (
+            (GitLabUser(42, "renamed-since", "By id"), True),
+            (GitLabUser(43, "linus", "By username, any case"), True),
+            (GitLabUser(44, "linus2", "Neither"), False),
+        ):
+            rig.fake.user = user
+            page = await rig.browser().login()
+            assert (page.status, page.key() is not None) == (
+                (200, True) if allowed else (403, False)
+            ), user
+
+
+async def test_a_user_removed_from_the_group_cannot_log_in_again(tmp_path: Path) -> None:
+    async with running_portal(tmp_path, portal_allowed_groups=["acme"]) as rig:
+        rig.fake.user = GitLabUser(9, "leaver", "Leaver", memberships=["acme"])
+        assert (await rig.browser().login()).key() is not None
+        rig.fake.user.memberships = []
+        page = await rig.browser().login()
+        assert page.status == 403
+        assert page.key() is None
+
+
+async def test_an_app_built_without_access_rules_refuses_to_start(tmp_path: Path) -> None:
+    settings = BrokerSettings(
+        users_file=str(tmp_path / "users.yaml"),
+        public_url="http://127.0.0.1:1",
+        gitlab_client_id="id",
+        gitlab_client_secret="secret",
+        session_secret="s" * 32,
+    )
+    with pytest.raises(ConfigError, match="no access rule"):
+        create_app(settings, UserStore(tmp_path / "users.yaml"))
+
+
+async def test_the_fake_gitlab_answers_userinfo_only_to_openid_tokens(tmp_path: Path) -> None:
+    """The fake's userinfo is GitLab's: no token 401, no ``openid`` scope 403, claims as
+    GitLab sends them (``sub`` a string, the username as nickname and preferred_username)."""
+    async with running_portal(tmp_path) as rig:
+        rig.fake.groups = ["acme", "acme/x"]
+        rig.fake.user = GitLabUser(5, "ada", "Ada", memberships=["acme"])
+        browser = rig.browser()
+        async with browser.http.get(f"{rig.fake.url}/oauth/userinfo") as r:
+            assert r.status == 401
+            assert "invalid_token" in r.headers["WWW-Authenticate"]
+        await browser.login()
+        token = next(iter(rig.fake._tokens))
+        headers = {"Authorization": f"Bearer {token}"}
+        async with browser.http.get(f"{rig.fake.url}/oauth/userinfo", headers=headers) as r:
+            claims = await r.json()
+        assert claims["sub"] == "5"
+        assert claims["nickname"] == claims["preferred_username"] == "ada"
+        assert claims["groups"] == ["acme", "acme/x"]
+        assert claims["groups_direct"] == ["acme"]
+        rig.fake._tokens[token] = (rig.fake.user, frozenset({"read_user"}), 2e9)
+        async with browser.http.get(f"{rig.fake.url}/oauth/userinfo", headers=headers) as r:
+            assert r.status == 403
+            assert (await r.json())["error"] == "insufficient_scope"
