@@ -40,7 +40,8 @@ async def _signed_in(rig: PortalRig) -> tuple[Browser, str, str]:
     assert (await browser.login()).key() is not None
     csrf = (await browser.get("/")).csrf()
     cookie = browser.cookie_value(COOKIE_NAME)
-    assert csrf is not None and cookie is not None
+    assert csrf is not None
+    assert cookie is not None
     return browser, csrf, cookie
 
 

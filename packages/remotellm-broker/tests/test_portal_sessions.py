@@ -22,7 +22,8 @@ async def test_a_pre_blocked_user_stays_blocked_after_renaming_their_gitlab_acco
         assert "Access blocked" in first.text
         # The pre-block now sticks to the id, not the name.
         record = rig.store.get_user("gitlab:666")
-        assert record is not None and record.blocked
+        assert record is not None
+        assert record.blocked
         assert read_users_file(rig.store.path)[0].blocked_usernames == []
 
         rig.fake.user.username = "totally-not-mallory"  # renamed on GitLab
@@ -47,7 +48,8 @@ async def test_a_block_of_a_known_user_holds_across_a_rename(tmp_path: Path) -> 
         page = await rig.browser().login()
         assert page.status == 403
         record = rig.store.get_user("gitlab:5")
-        assert record is not None and record.blocked
+        assert record is not None
+        assert record.blocked
 
 
 async def test_a_cookie_copied_before_logout_cannot_rotate_the_key(tmp_path: Path) -> None:
@@ -78,7 +80,8 @@ async def test_a_cookie_copied_before_logout_cannot_rotate_the_key(tmp_path: Pat
         user = rig.store.get_user("gitlab:101")
         assert user is not None
         identity = rig.store.authenticate(key)
-        assert identity is not None and identity.user_id == "gitlab:101"
+        assert identity is not None
+        assert identity.user_id == "gitlab:101"
 
         # Logging in again gives a fresh, working session.
         assert (await owner.login()).status == 303

@@ -60,7 +60,8 @@ def test_unqualified_allowed_user_is_refused_with_both_qualified_forms(
     message = str(caught.value)
     assert "allowed_users" in message
     assert repr(entry) in message
-    assert "local:alice" in message and "gitlab:123" in message
+    assert "local:alice" in message
+    assert "gitlab:123" in message
 
 
 def test_qualified_allowed_users_load() -> None:

@@ -48,7 +48,8 @@ GroupPath = Annotated[
 ]
 # ``gitlab:<id>`` or a GitLab username (which is never all digits here: write gitlab:<id>).
 AllowedUser = Annotated[
-    str, msgspec.Meta(pattern=r"^(gitlab:[1-9][0-9]{0,18}|[A-Za-z0-9_.-]*[A-Za-z_.-][A-Za-z0-9_.-]*)$")
+    str,
+    msgspec.Meta(pattern=r"^(gitlab:[1-9][0-9]{0,18}|[A-Za-z0-9_.-]*[A-Za-z_.-][A-Za-z0-9_.-]*)$"),
 ]
 
 

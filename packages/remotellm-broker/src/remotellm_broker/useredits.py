@@ -159,9 +159,7 @@ def record_gitlab_login(
             blocked=entry.blocked or bool(pre_blocked),
         )
 
-    return _replace(
-        content, users=_map_user(content, user_id, change), blocked_usernames=remaining
-    )
+    return _replace(content, users=_map_user(content, user_id, change), blocked_usernames=remaining)
 
 
 def end_sessions(content: UsersFile, user_id: str) -> UsersFile:

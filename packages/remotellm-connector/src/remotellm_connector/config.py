@@ -168,7 +168,9 @@ def _check(s: ConnectorSettings, sources: Mapping[str, str]) -> None:
 
 #: The user ids the broker sends in ``open.principal``: ``local:<name>`` (made with the CLI),
 #: ``gitlab:<numeric id>`` (portal users), ``env:<hash prefix>`` (service keys).
-_USER_ID_RE = re.compile(r"(?:local:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}|gitlab:[1-9][0-9]{0,18}|env:[0-9a-f]{8})")
+_USER_ID_RE = re.compile(
+    r"local:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}|gitlab:[1-9][0-9]{0,18}|env:[0-9a-f]{8}"
+)
 
 
 def _allowed_users_rule(s: ConnectorSettings) -> tuple[str, bool, str]:

@@ -7,8 +7,9 @@ checks the returned ``state`` and parses GitLab's token response and its errors.
 ``openid`` alone: it lets the broker read GitLab's OpenID Connect userinfo (``/oauth/userinfo``:
 ``sub`` = the user id, ``nickname``/``preferred_username`` = the username, ``groups`` = the full
 path of every group the user is in, directly or through an ancestor) and nothing else of the
-account. This module only gives authlib an aiohttp transport (the broker already runs on aiohttp, so the portal does
-not pull in a second HTTP stack) and turns everything GitLab can do wrong into two exceptions:
+account. This module only gives authlib an aiohttp transport (the broker already runs on
+aiohttp, so the portal does not pull in a second HTTP stack) and turns everything GitLab can do
+wrong into two exceptions:
 
     GitLabError
     ├── GitLabUnavailable   GitLab did not answer usefully (refused, timed out, 5xx, garbage)

@@ -5,8 +5,9 @@ Flow: ``/auth/login`` puts a fresh ``state`` + PKCE verifier in the session and 
 GitLab; ``/auth/callback`` takes them out again (single use), refuses anything that does not
 match before talking to GitLab, then swaps the code for a token, reads GitLab's OpenID Connect
 userinfo, applies the operator's access rules (``access.py``: a stranger gets the "no access"
-page and no record), records the login in the user store and starts a new session. A first login gets a key, rendered into
-that very response and nowhere else (not the session, not a URL, not a log). A returning user
+page and no record), records the login in the user store and starts a new session. A first
+login gets a key, rendered into that very response and nowhere else (not the session, not a
+URL, not a log). A returning user
 lands on ``/``, which shows the key's prefix and a CSRF-protected "rotate" button.
 
 Every signed-in request is checked against users.yaml (``_signed_in``): the user must still
@@ -32,13 +33,13 @@ from aiohttp_session import Session, get_session
 
 from remotellm_broker.__about__ import __version__
 from remotellm_broker.portal.csrf import CSRF_FIELD, csrf_matches
-from remotellm_broker.portal.forms import BadInput, read_form, read_query
 from remotellm_broker.portal.examples import (
     PLACEHOLDER_MODEL,
     ModelIds,
     example_model,
     listed_models,
 )
+from remotellm_broker.portal.forms import BadInput, read_form, read_query
 from remotellm_broker.portal.oauth import (
     BadCallback,
     GitLabOAuth,
