@@ -1,7 +1,8 @@
 """A real headless Chromium through the portal: login page → fake GitLab's authorize page
 (click "Authorize") → key page → click "Copy key" → the clipboard holds the key.
 
-Also visits the account, rotated-key, blocked and error pages, checks nothing overflows a
+Also visits the account, rotated-key, blocked, "no access" and error pages, logs out and
+checks a copy of the cookie taken before is dead, checks nothing overflows a
 phone-width screen, and saves a screenshot of each page under ``test-artifacts/portal/``.
 
 Selenium is blocking and the servers run on this test's event loop, so the browser side runs
@@ -26,8 +27,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from broker_rig import wait_for
 from connector_peer import ConnectorPeer
+from fake_gitlab import GitLabUser
 from portal_rig import PortalRig, running_portal
 from remotellm_broker.app import BROKER
+from remotellm_broker.portal.sessions import COOKIE_NAME
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -207,3 +210,59 @@ async def test_a_real_browser_logs_in_and_copies_its_key(tmp_path: Path) -> None
 def _served(rig: PortalRig) -> list[str]:
     state = rig.app.get(BROKER)
     return [] if state is None else [m.id for m in state.registry.models()]
+
+
+def _denied_then_member_logs_out(rig: PortalRig) -> tuple[str, str]:
+    """A stranger sees the "no access" page; then a member logs in and out. Returns the
+    member's session cookie as it was before logout, and the CSRF token of its page."""
+    with chromium() as driver:
+        rig.fake.user = GitLabUser(666, "mallory", "Mallory", memberships=["acme-evil"])
+        driver.get(rig.url + "/")
+        driver.find_element(By.ID, "login").click()
+        _wait_for(driver, "#authorize")
+        driver.find_element(By.ID, "authorize").click()
+        _wait_for(driver, "#denied")
+        assert "No access to this broker" in driver.page_source
+        assert "@mallory" in driver.page_source
+        assert not driver.find_elements(By.ID, "api-key")
+        _page(driver, "denied")
+
+        rig.fake.user = GitLabUser(7, "grace", "Grace Hopper", memberships=["acme/team-a"])
+        driver.get(rig.url + "/")
+        driver.find_element(By.ID, "login").click()
+        _wait_for(driver, "#authorize")
+        driver.find_element(By.ID, "authorize").click()
+        _wait_for(driver, "#api-key")
+        driver.find_element(By.ID, "done").click()
+        _wait_for(driver, "#rotate")
+        cookie = driver.get_cookie(COOKIE_NAME)
+        assert cookie is not None
+        csrf = driver.find_element(By.CSS_SELECTOR, 'input[name="csrf_token"]').get_attribute(
+            "value"
+        )
+        assert csrf
+        driver.find_element(By.ID, "logout").click()
+        _wait_for(driver, "#login")
+        return str(cookie["value"]), csrf
+
+
+async def test_a_real_browser_stranger_is_denied_and_logout_ends_the_session(
+    tmp_path: Path,
+) -> None:
+    async with running_portal(tmp_path, portal_allowed_groups=["acme"]) as rig:
+        rig.fake.approval = "button"
+        rig.fake.groups = ["acme", "acme/team-a", "acme-evil"]
+        stolen, csrf = await asyncio.to_thread(_denied_then_member_logs_out, rig)
+        assert rig.store.get_user("gitlab:666") is None
+        member = rig.store.get_user("gitlab:7")
+        assert member is not None
+        assert member.has_key
+        key_id = member.key_id
+        thief = rig.browser()
+        thief.http.cookie_jar.update_cookies({COOKIE_NAME: stolen})
+        page = await thief.post("/auth/rotate", {"csrf_token": csrf})
+        assert page.status == 403
+        assert page.key() is None
+        after = rig.store.get_user("gitlab:7")
+        assert after is not None
+        assert after.key_id == key_id  # the member's key was not rotated away
