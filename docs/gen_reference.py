@@ -55,9 +55,11 @@ _FALLBACK: dict[str, dict[str, str]] = {
         "connector_tokens": "Extra connector tokens (raw, or `sha256:` hashes), besides the "
         "ones `tokens create` stores in the users file.",
         "api_keys": "Service-account API keys (raw, or `sha256:` hashes).",
-        "rate_limit_rpm": "Requests per minute per key (token-bucket refill); `0` = unlimited.",
-        "rate_limit_burst": "Bucket size per key (requests at once); `0` = unlimited.",
-        "max_streams_per_key": "Concurrent requests per key; `0` = unlimited.",
+        "rate_limit_rpm": "Requests per minute per user, whichever of their keys they use "
+        "(token-bucket refill); `0` = unlimited.",
+        "rate_limit_burst": "Bucket size per user (requests at once); `0` = unlimited.",
+        "max_streams_per_key": "Concurrent requests per user (the name is historical); "
+        "`0` = unlimited.",
         "max_body_bytes": "Larger request bodies get HTTP 413.",
         "queue_timeout_s": "How long a request waits for a free connector before HTTP 503.",
         "queue_max": "Requests waiting for a connector at most, across all keys.",

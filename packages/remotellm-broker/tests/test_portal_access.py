@@ -139,3 +139,26 @@ async def test_the_fake_gitlab_answers_userinfo_only_to_openid_tokens(tmp_path: 
         async with browser.http.get(f"{rig.fake.url}/oauth/userinfo", headers=headers) as r:
             assert r.status == 403
             assert (await r.json())["error"] == "insufficient_scope"
+
+
+def test_serve_without_a_rule_exits_with_the_reason_and_the_flag_to_open_it(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from remotellm_broker.cli import main
+
+    env = {
+        "REMOTELLM_BROKER_GITLAB_CLIENT_ID": "id",
+        "REMOTELLM_BROKER_GITLAB_CLIENT_SECRET": "secret",
+        "REMOTELLM_BROKER_SESSION_SECRET": "s" * 32,
+        "REMOTELLM_BROKER_PUBLIC_URL": "http://127.0.0.1:1",
+    }
+    args = ["serve", "--users-file", str(tmp_path / "u.yaml"), "--port", "0"]
+    refused = CliRunner().invoke(main, args, env=env)
+    assert refused.exit_code == 1
+    assert "no access rule" in refused.output
+    assert "--portal-allow-any-gitlab-user" in refused.output
+    bad = CliRunner().invoke(main, [*args, "--portal-allowed-groups", "acme/"], env=env)
+    assert bad.exit_code == 1
+    assert "'acme/' is not a GitLab group's full path" in bad.output

@@ -14,6 +14,7 @@ are comma-separated (a secrets file may also put one entry per line).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,15 +43,6 @@ PosInt = Annotated[int, msgspec.Meta(ge=1)]
 PosFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 Secret = Annotated[str, msgspec.Meta(min_length=32)]
-# A GitLab namespace path: segments of letters, digits, '_', '.', '-' joined by '/'.
-GroupPath = Annotated[
-    str, msgspec.Meta(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
-]
-# ``gitlab:<id>`` or a GitLab username (which is never all digits here: write gitlab:<id>).
-AllowedUser = Annotated[
-    str,
-    msgspec.Meta(pattern=r"^(gitlab:[1-9][0-9]{0,18}|[A-Za-z0-9_.-]*[A-Za-z_.-][A-Za-z0-9_.-]*)$"),
-]
 
 
 class ConfigError(Exception):
@@ -86,10 +78,10 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     session_secret: Secret | None = None
     #: GitLab groups whose members may get a key from the portal, by full path (``acme``,
     #: ``acme/team-a``); a group admits the members of its subgroups too.
-    portal_allowed_groups: list[GroupPath] = msgspec.field(default_factory=list)
+    portal_allowed_groups: list[str] = msgspec.field(default_factory=list)
     #: GitLab users who may get a key from the portal: ``gitlab:123`` (the user id, which
     #: survives renames) or a username.
-    portal_allowed_users: list[AllowedUser] = msgspec.field(default_factory=list)
+    portal_allowed_users: list[str] = msgspec.field(default_factory=list)
     #: Open the portal to every account of ``gitlab_url`` (on gitlab.com: anyone on the
     #: internet). Without it, a portal with no allowed group or user refuses to start.
     portal_allow_any_gitlab_user: bool = False
@@ -171,6 +163,7 @@ def load_settings(
     settings = _validate(values, sources)
     _check_service_keys(settings, sources)
     _check_portal(settings, sources)
+    _check_portal_rules(settings, sources)
     return settings
 
 
@@ -262,6 +255,26 @@ def _check_service_keys(settings: BrokerSettings, sources: dict[str, str]) -> No
                     f"invalid value for {field} from {sources.get(field, 'defaults')}: "
                     f"entry {index + 1}: {exc}"
                 ) from None
+
+
+# A GitLab namespace path: segments of letters, digits, '_', '.', '-' joined by '/'.
+_GROUP_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
+# ``gitlab:<id>``, or a GitLab username (never all digits here: that is what gitlab:<id> is for).
+_ALLOWED_USER = re.compile(r"gitlab:[1-9][0-9]{0,18}|[A-Za-z0-9_.-]*[A-Za-z_.-][A-Za-z0-9_.-]*")
+
+
+def _check_portal_rules(settings: BrokerSettings, sources: dict[str, str]) -> None:
+    checks = (
+        ("portal_allowed_groups", _GROUP_PATH, "a GitLab group's full path, like acme/team-a"),
+        ("portal_allowed_users", _ALLOWED_USER, "gitlab:<user id> (e.g. gitlab:123) or a username"),
+    )
+    for field, pattern, expected in checks:
+        for entry in getattr(settings, field):
+            if pattern.fullmatch(entry) is None:
+                raise ConfigError(
+                    f"invalid value for {field} from {sources.get(field, 'defaults')}: "
+                    f"entry {entry!r} is not {expected}"
+                )
 
 
 def _check_portal(settings: BrokerSettings, sources: dict[str, str]) -> None:

@@ -182,9 +182,9 @@ def _overrides(flags: dict[str, Any]) -> dict[str, object]:
     envvar="REMOTELLM_BROKER_CONFIG",
     help="YAML settings file.",
 )
-@click.option("--rate-limit-rpm", type=int, help="Requests per minute per key, 0 = off [600].")
-@click.option("--rate-limit-burst", type=int, help="Burst of requests per key, 0 = off [100].")
-@click.option("--max-streams-per-key", type=int, help="Concurrent requests per key, 0 = off [64].")
+@click.option("--rate-limit-rpm", type=int, help="Requests per minute per user, 0 = off [600].")
+@click.option("--rate-limit-burst", type=int, help="Burst of requests per user, 0 = off [100].")
+@click.option("--max-streams-per-key", type=int, help="Concurrent requests per user, 0 = off [64].")
 @click.option(
     "--portal-allowed-groups",
     help="GitLab groups (full paths, comma-separated; subgroups included) whose members get keys.",
