@@ -1,9 +1,13 @@
-"""Per-key request rate limits (token bucket) and concurrent-stream caps.
+"""Per-user request rate limits (token bucket) and concurrent-stream caps.
+
+The broker keys both by user id (``api.py``), not by API key: a user who rotates their key
+keeps their bucket and their slots, so rotating in a loop buys nothing. The classes here take
+any string as the key.
 
 Pure and synchronous: no I/O, no clock of its own unless given one, so tests drive time by
 hand. Not thread-safe by design — the broker calls it from its event loop only.
 
-Token bucket: each key has a bucket holding up to ``burst`` tokens, refilled continuously at
+Token bucket: each user has a bucket holding up to ``burst`` tokens, refilled continuously at
 ``rpm / 60`` tokens per second; a request takes one token or is refused. Hence over any
 window of ``t`` seconds a key gets at most ``burst + rpm / 60 * t`` requests — the property
 the tests check. ``0`` for either ``rpm`` or ``burst`` means "no request limit".
@@ -82,7 +86,7 @@ class _Bucket:
 
 
 class RateLimiter:
-    """Token buckets keyed by key id. Limits come with each call, so per-user overrides and
+    """Token buckets keyed by user id (any string). Limits come with each call, so per-user overrides and
     config reloads apply at once (a bucket never holds more than the current burst)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -144,7 +148,7 @@ class RateLimiter:
 
 
 class StreamSlots:
-    """Counts concurrent streams per key against a limit given per call (0 = unlimited)."""
+    """Counts concurrent streams per user id (any string) against a limit given per call (0 = unlimited)."""
 
     def __init__(self) -> None:
         self._active: dict[str, int] = {}
