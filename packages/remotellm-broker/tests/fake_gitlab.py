@@ -312,6 +312,16 @@ class FakeGitLab:
                 found.append(path)
         return found
 
+    def access_tokens(self) -> list[str]:
+        """The access tokens handed out so far, oldest first."""
+        return list(self._tokens)
+
+    def issue_token(self, user: GitLabUser, scopes: frozenset[str]) -> str:
+        """An access token as if ``user`` had authorized ``scopes`` (for tests of the fake)."""
+        token = secrets.token_hex(32)
+        self._tokens[token] = (user, scopes, time.time() + TOKEN_TTL_S)
+        return token
+
     def expire_codes(self) -> None:
         """Every authorization code handed out so far expires (as after GitLab's ten minutes)."""
         for grant in self._grants.values():

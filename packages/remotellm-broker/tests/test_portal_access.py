@@ -127,7 +127,7 @@ async def test_the_fake_gitlab_answers_userinfo_only_to_openid_tokens(tmp_path: 
             assert r.status == 401
             assert "invalid_token" in r.headers["WWW-Authenticate"]
         await browser.login()
-        token = next(iter(rig.fake._tokens))
+        [token] = rig.fake.access_tokens()
         headers = {"Authorization": f"Bearer {token}"}
         async with browser.http.get(f"{rig.fake.url}/oauth/userinfo", headers=headers) as r:
             claims = await r.json()
@@ -135,7 +135,8 @@ async def test_the_fake_gitlab_answers_userinfo_only_to_openid_tokens(tmp_path: 
         assert claims["nickname"] == claims["preferred_username"] == "ada"
         assert claims["groups"] == ["acme", "acme/x"]
         assert claims["groups_direct"] == ["acme"]
-        rig.fake._tokens[token] = (rig.fake.user, frozenset({"read_user"}), 2e9)
+        read_user_only = rig.fake.issue_token(rig.fake.user, frozenset({"read_user"}))
+        headers = {"Authorization": f"Bearer {read_user_only}"}
         async with browser.http.get(f"{rig.fake.url}/oauth/userinfo", headers=headers) as r:
             assert r.status == 403
             assert (await r.json())["error"] == "insufficient_scope"

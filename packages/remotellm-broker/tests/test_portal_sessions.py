@@ -3,6 +3,7 @@ account, and a copy of a session cookie used after its owner logged out."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from fake_gitlab import GitLabUser
@@ -86,3 +87,24 @@ async def test_a_cookie_copied_before_logout_cannot_rotate_the_key(tmp_path: Pat
         # Logging in again gives a fresh, working session.
         assert (await owner.login()).status == 303
         assert "Rotate key" in (await owner.get("/")).text
+
+
+async def test_a_cookie_from_before_logout_stays_dead_after_the_user_is_deleted_and_returns(
+    tmp_path: Path,
+) -> None:
+    """The epoch counts from zero for a new record: the cookie must not come back to life
+    when the operator deletes the user and they log in again."""
+    async with running_portal(tmp_path) as rig:
+        owner = rig.browser()
+        await owner.login()
+        csrf = (await owner.get("/")).csrf()
+        assert csrf is not None
+        stolen = owner.cookie_value(COOKIE_NAME)
+        assert stolen is not None
+        assert (await owner.post("/auth/logout", {"csrf_token": csrf})).status == 303
+        rig.store.delete("gitlab:101")
+        await asyncio.sleep(1.1)  # users.yaml times have one-second resolution
+        assert (await rig.browser().login()).key() is not None  # a new record, epoch 0 again
+        thief = rig.browser()
+        thief.http.cookie_jar.update_cookies({COOKIE_NAME: stolen})
+        assert (await thief.post("/auth/rotate", {"csrf_token": csrf})).status == 403

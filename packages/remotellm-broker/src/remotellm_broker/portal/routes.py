@@ -155,7 +155,7 @@ class Portal:
         if user_id is None:
             return None
         user = self.store.get_user(user_id)
-        if user is None or session_epoch(session) != user.session_epoch:
+        if user is None or session_epoch(session) != (user.created, user.session_epoch):
             session.invalidate()  # deleted by the operator, or logged out: start over
             return None
         return user
@@ -234,7 +234,9 @@ class Portal:
                 log.info("portal.login_blocked", user_id=user.user_id)
                 (await get_session(request)).invalidate()
                 return self._page("blocked.html", status=403, blocked_name=user.name)
-            session = await start_user_session(request, user.user_id, user.session_epoch)
+            session = await start_user_session(
+                request, user.user_id, created=user.created, epoch=user.session_epoch
+            )
             log.info(
                 "portal.login", user_id=user.user_id, has_key=user.has_key, access=decision.reason
             )

@@ -123,19 +123,29 @@ def take_pending(session: Session, now: float) -> PendingLogin | None:
     return PendingLogin(state=state, code_verifier=verifier, started_at=float(started))
 
 
-async def start_user_session(request: web.Request, user_id: str, epoch: int) -> Session:
+async def start_user_session(
+    request: web.Request, user_id: str, *, created: str, epoch: int
+) -> Session:
     """A brand-new session for a freshly logged-in user (nothing from before login survives),
-    valid while the user's ``session_epoch`` is still ``epoch``."""
+    valid while the user record made at ``created`` still has ``session_epoch == epoch``.
+    (``created`` tells a record deleted and made again apart from the old one, whose epoch
+    count starts over.)"""
     session = await new_session(request)
     session[_USER] = user_id
     session[_CSRF] = new_csrf_token()
-    session[_EPOCH] = epoch
+    session[_EPOCH] = [created, epoch]
     return session
 
 
-def session_epoch(session: Session) -> int | None:
-    epoch = session.get(_EPOCH)
-    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+def session_epoch(session: Session) -> tuple[str, int] | None:
+    """The (record created, epoch) pair the session was issued at."""
+    value = session.get(_EPOCH)
+    if not isinstance(value, list) or len(value) != 2:
+        return None
+    created, epoch = value
+    if not isinstance(created, str) or not isinstance(epoch, int) or isinstance(epoch, bool):
+        return None
+    return created, epoch
 
 
 def current_user_id(session: Session) -> str | None:
