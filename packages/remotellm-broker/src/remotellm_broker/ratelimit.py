@@ -86,8 +86,9 @@ class _Bucket:
 
 
 class RateLimiter:
-    """Token buckets keyed by user id (any string). Limits come with each call, so per-user overrides and
-    config reloads apply at once (a bucket never holds more than the current burst)."""
+    """Token buckets keyed by user id (any string). Limits come with each call, so per-user
+    overrides and config reloads apply at once (a bucket never holds more than the current
+    burst)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -148,7 +149,8 @@ class RateLimiter:
 
 
 class StreamSlots:
-    """Counts concurrent streams per user id (any string) against a limit given per call (0 = unlimited)."""
+    """Counts concurrent streams per user id (any string) against a limit given per call
+    (0 = unlimited)."""
 
     def __init__(self) -> None:
         self._active: dict[str, int] = {}
