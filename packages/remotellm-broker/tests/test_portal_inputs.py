@@ -18,15 +18,24 @@ ANSWER_WITHIN_S = 10.0
 
 
 async def _raw(
-    rig: PortalRig, head: str, body: bytes = b"", *, wait_s: float = ANSWER_WITHIN_S
+    rig: PortalRig,
+    head: str,
+    body: bytes = b"",
+    *,
+    later: bytes = b"",
+    wait_s: float = ANSWER_WITHIN_S,
 ) -> tuple[int, bytes]:
-    """Send ``head`` and ``body`` (not necessarily all of what Content-Length promises) and
-    return the status line's code and the whole answer, without sending anything more."""
+    """Send ``head`` and ``body`` (not necessarily all of what Content-Length promises), then
+    ``later`` once the handler runs, and return the status line's code and the whole answer."""
     port = int(rig.url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(head.replace("\n", "\r\n").encode("latin-1") + b"\r\n" + body)
         await writer.drain()
+        if later:
+            await asyncio.sleep(0.2)  # let the handler start reading the body first
+            writer.write(later)
+            await writer.drain()
         async with asyncio.timeout(wait_s):
             status_line = await reader.readline()
             rest = await reader.read(65536)
@@ -84,6 +93,25 @@ async def test_a_chunked_form_over_the_limit_gets_413(tmp_path: Path) -> None:
         status, _ = await _raw(rig, head, chunk)
         assert status == 413
         assert rig.store.get_user("gitlab:101") is not None
+
+
+async def test_a_form_whose_chunked_framing_breaks_midway_gets_a_4xx_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp's parser rejects the broken chunk without waking the reading handler, so the
+    read deadline answers it (408): a bounded wait and a page, never a 500."""
+    monkeypatch.setattr(forms, "FORM_READ_TIMEOUT_S", 1.0)
+    async with running_portal(tmp_path) as rig:
+        _, _, cookie = await _signed_in(rig)
+        head = (
+            "POST /auth/rotate HTTP/1.1\nHost: x\nContent-Type: application/x-www-form-urlencoded"
+            f"\nCookie: {COOKIE_NAME}={cookie}\nTransfer-Encoding: chunked\n"
+        )
+        with capture_logs() as logs:
+            status, answer = await _raw(rig, head, b"5\r\ncsrf_\r\n", later=b"zz\r\nx\r\n")
+        assert status in (400, 408), answer[:300]
+        assert b"<!doctype html>" in answer.lower()  # the portal's page, not a traceback
+        assert not [e for e in logs if e.get("log_level") in ("error", "critical")]
 
 
 async def test_a_members_form_dribbled_slowly_gets_408(

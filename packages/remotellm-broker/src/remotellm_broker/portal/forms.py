@@ -61,7 +61,7 @@ async def read_form(
                 body += chunk
     except TimeoutError:
         raise BadInput(408, "read_timeout") from None
-    except (web.HTTPException, ConnectionError, ValueError):
+    except (web.RequestPayloadError, web.HTTPException, ConnectionError, ValueError):
         raise BadInput(400, "unreadable") from None
     if len(body) > max_bytes:
         raise BadInput(413, "too_large")
