@@ -10,7 +10,10 @@ token with the ``openid`` scope and answers GitLab's claims: ``sub`` (the user i
 ``nickname`` and ``preferred_username`` (the username), ``name``, ``groups`` (the full path of
 every group the user is a member of, directly or through an ancestor group: a member of
 ``acme`` is listed in ``acme/team-a`` too, a member of ``acme/team-a`` alone is not listed in
-``acme``) and ``groups_direct``. ``/api/v4/user`` wants ``read_user``. Errors use GitLab's own
+``acme``) and ``groups_direct``. With ``openid`` the token answer carries an RS256 ``id_token``
+(``iss``, ``sub``, ``aud``, ``exp``, ``iat``, ``auth_time``, ``sub_legacy``, ``groups_direct``),
+whose key is at ``/oauth/discovery/keys``; ``/.well-known/openid-configuration`` is GitLab's
+discovery document. ``/api/v4/user`` wants ``read_user``. Errors use GitLab's own
 shapes (``{"error": "invalid_grant", "error_description": ...}``, ``{"message": "401
 Unauthorized"}``). A ``down`` switch makes every endpoint answer like a dead upstream behind
 GitLab's nginx (502), and ``stop()`` closes the port so connections are refused.
@@ -22,8 +25,10 @@ talking to GitLab.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import html
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,6 +38,8 @@ from typing import Literal
 from urllib.parse import urlencode
 
 from aiohttp import web
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 INVALID_GRANT = (
     "The provided authorization grant is invalid, expired, revoked, does not match the "
@@ -95,11 +102,14 @@ class FakeGitLab:
     down: bool = False
     token_requests: list[TokenRequest] = field(default_factory=list)
     user_requests: int = 0
+    #: The ID token sent with each access token (``openid`` scope only).
+    id_tokens: dict[str, str] = field(default_factory=dict)
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
     url: str = ""
     _grants: dict[str, _Grant] = field(default_factory=dict)
     _tokens: dict[str, tuple[GitLabUser, frozenset[str], float]] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
+    _signing_key: rsa.RSAPrivateKey = field(default_factory=lambda: _signing_key())
 
     # -- the app ----------------------------------------------------------------------------
 
@@ -118,6 +128,8 @@ class FakeGitLab:
         app.router.add_post("/oauth/authorize", self._authorize_decision)
         app.router.add_post("/oauth/token", self._token)
         app.router.add_get("/api/v4/user", self._api_user)
+        app.router.add_get("/.well-known/openid-configuration", self._discovery)
+        app.router.add_get("/oauth/discovery/keys", self._jwks)
         app.router.add_route("GET", "/oauth/userinfo", self._userinfo)
         app.router.add_route("POST", "/oauth/userinfo", self._userinfo)
         return app
@@ -223,14 +235,100 @@ class FakeGitLab:
             return _oauth_error(400, "invalid_grant", INVALID_GRANT)
         token = secrets.token_hex(32)
         self._tokens[token] = (grant.user, grant.scopes, time.time() + TOKEN_TTL_S)
+        answer: dict[str, object] = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": TOKEN_TTL_S,
+            "refresh_token": secrets.token_hex(32),
+            "scope": " ".join(sorted(grant.scopes)),
+            "created_at": int(time.time()),
+        }
+        if "openid" in grant.scopes:
+            answer["id_token"] = self.id_tokens[token] = self._id_token(grant.user, client_id)
+        return web.json_response(answer)
+
+    def _id_token(self, user: GitLabUser, audience: str) -> str:
+        """An RS256 ID token as doorkeeper-openid_connect signs it for GitLab."""
+        now = int(time.time())
+        claims = {
+            "iss": self.url,
+            "sub": str(user.id),
+            "aud": audience,
+            "exp": now + 120,
+            "iat": now,
+            "auth_time": now,
+            "sub_legacy": hashlib.sha256(f"legacy-{user.id}".encode()).hexdigest(),
+            "groups_direct": list(user.memberships),
+        }
+        header = {"typ": "JWT", "kid": self._kid(), "alg": "RS256"}
+        signing_input = f"{_b64json(header)}.{_b64json(claims)}".encode()
+        signature = self._signing_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing_input.decode()}.{_b64(signature)}"
+
+    def _kid(self) -> str:
+        modulus = self._signing_key.public_key().public_numbers().n
+        return hashlib.sha256(str(modulus).encode()).hexdigest()[:43]
+
+    async def _jwks(self, request: web.Request) -> web.Response:
+        numbers = self._signing_key.public_key().public_numbers()
+        key = {
+            "kty": "RSA",
+            "kid": self._kid(),
+            "e": _b64(numbers.e.to_bytes(3, "big")),
+            "n": _b64(numbers.n.to_bytes(256, "big")),
+            "use": "sig",
+            "alg": "RS256",
+        }
+        return web.json_response({"keys": [key]})
+
+    async def _discovery(self, request: web.Request) -> web.Response:
+        """GitLab's ``/.well-known/openid-configuration`` (the fields clients use)."""
+        base = self.url
         return web.json_response(
             {
-                "access_token": token,
-                "token_type": "Bearer",
-                "expires_in": TOKEN_TTL_S,
-                "refresh_token": secrets.token_hex(32),
-                "scope": " ".join(sorted(grant.scopes)),
-                "created_at": int(time.time()),
+                "issuer": base,
+                "authorization_endpoint": f"{base}/oauth/authorize",
+                "token_endpoint": f"{base}/oauth/token",
+                "revocation_endpoint": f"{base}/oauth/revoke",
+                "introspection_endpoint": f"{base}/oauth/introspect",
+                "userinfo_endpoint": f"{base}/oauth/userinfo",
+                "jwks_uri": f"{base}/oauth/discovery/keys",
+                "scopes_supported": ["api", "read_api", "read_user", "openid", "profile", "email"],
+                "response_types_supported": ["code"],
+                "response_modes_supported": ["query", "fragment", "form_post"],
+                "grant_types_supported": [
+                    "authorization_code",
+                    "password",
+                    "client_credentials",
+                    "device_code",
+                    "refresh_token",
+                ],
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_basic",
+                    "client_secret_post",
+                ],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "claim_types_supported": ["normal"],
+                "claims_supported": [
+                    "iss",
+                    "sub",
+                    "aud",
+                    "exp",
+                    "iat",
+                    "sub_legacy",
+                    "name",
+                    "nickname",
+                    "preferred_username",
+                    "email",
+                    "email_verified",
+                    "website",
+                    "profile",
+                    "picture",
+                    "groups",
+                    "groups_direct",
+                ],
+                "code_challenge_methods_supported": ["plain", "S256"],
             }
         )
 
@@ -353,6 +451,20 @@ async def running_fake_gitlab(**kwargs: object) -> AsyncIterator[FakeGitLab]:
         yield fake
     finally:
         await fake.stop()
+
+
+@functools.cache
+def _signing_key() -> rsa.RSAPrivateKey:
+    """One RSA key per test process: generating one takes a while on a busy machine."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64json(value: object) -> str:
+    return _b64(json.dumps(value, separators=(",", ":")).encode())
 
 
 def _client_credentials(

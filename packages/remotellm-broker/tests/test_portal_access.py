@@ -163,3 +163,49 @@ def test_serve_without_a_rule_exits_with_the_reason_and_the_flag_to_open_it(
     bad = CliRunner().invoke(main, [*args, "--portal-allowed-groups", "acme/"], env=env)
     assert bad.exit_code == 1
     assert "'acme/' is not a GitLab group's full path" in bad.output
+
+
+async def test_the_broker_uses_the_endpoints_gitlabs_discovery_document_names(
+    tmp_path: Path,
+) -> None:
+    """The portal calls GitLab's fixed OIDC paths; they must be the ones GitLab announces, and
+    the fake's ID token (which the broker does not need: it reads userinfo) must verify."""
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    from remotellm_broker.portal import PORTAL
+
+    async with running_portal(tmp_path) as rig:
+        browser = rig.browser()
+        async with browser.http.get(f"{rig.fake.url}/.well-known/openid-configuration") as r:
+            discovery = await r.json()
+        oauth = rig.app[PORTAL].oauth
+        assert oauth.authorize_endpoint == discovery["authorization_endpoint"]
+        assert oauth.token_endpoint == discovery["token_endpoint"]
+        assert oauth.userinfo_endpoint == discovery["userinfo_endpoint"]
+        assert "openid" in discovery["scopes_supported"]
+
+        await browser.login()
+        assert rig.fake.token_requests[-1].status == 200
+        [token] = rig.fake.access_tokens()
+        id_token = rig.fake.id_tokens[token]
+        async with browser.http.get(discovery["jwks_uri"]) as r:
+            [jwk] = (await r.json())["keys"]
+
+        def unb64(text: str) -> bytes:
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+        head, body, signature = id_token.split(".")
+        public = rsa.RSAPublicNumbers(
+            int.from_bytes(unb64(jwk["e"])), int.from_bytes(unb64(jwk["n"]))
+        ).public_key()
+        public.verify(
+            unb64(signature), f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
+        claims = json.loads(unb64(body))
+        assert claims["sub"] == "101"
+        assert claims["aud"] == rig.fake.client_id
+        assert claims["iss"] == discovery["issuer"]
