@@ -7,8 +7,8 @@ match before talking to GitLab, then swaps the code for a token, reads GitLab's 
 userinfo, applies the operator's access rules (``access.py``: a stranger gets the "no access"
 page and no record), records the login in the user store and starts a new session. A first
 login gets a key, rendered into that very response and nowhere else (not the session, not a
-URL, not a log). A returning user
-lands on ``/``, which shows the key's prefix and a CSRF-protected "rotate" button.
+URL, not a log). A returning user lands on ``/``, which shows the key's prefix and a
+CSRF-protected "rotate" button. Failure pages live in ``failures.py``.
 
 Every signed-in request is checked against users.yaml (``_signed_in``): the user must still
 exist and the session's epoch must be the user's current one, which logout bumps, so a copy of
@@ -32,6 +32,7 @@ from aiohttp import web
 from aiohttp_session import Session, get_session
 
 from remotellm_broker.__about__ import __version__
+from remotellm_broker.portal import failures
 from remotellm_broker.portal.csrf import CSRF_FIELD, csrf_matches
 from remotellm_broker.portal.examples import (
     PLACEHOLDER_MODEL,
@@ -115,17 +116,6 @@ class Portal:
             **context,
         )
 
-    def _error(
-        self, status: int, title: str, message: str, *, keys_still_work: bool
-    ) -> web.Response:
-        return self._page(
-            "error.html",
-            status=status,
-            title=title,
-            message=message,
-            keys_still_work=keys_still_work,
-        )
-
     def _key_page(
         self, user: UserRecord, key: str, session: Session, *, rotated: bool
     ) -> web.Response:
@@ -173,7 +163,7 @@ class Portal:
     async def login(self, request: web.Request) -> web.Response:
         if not await self.oauth.reachable():
             log.warning("portal.gitlab_unreachable", gitlab=self.config.gitlab_host)
-            return self._gitlab_down()
+            return failures.gitlab_down(self.config)
         session = await get_session(request)
         url, pending = self.oauth.begin(time.time())
         remember_pending(session, pending)
@@ -183,7 +173,7 @@ class Portal:
         try:
             query = read_query(request)
         except BadInput as exc:
-            return self._bad_input(request, exc)
+            return failures.bad_input(self.config, request, exc)
         session = await get_session(request)
         pending = take_pending(session, time.time())
         returned_state = query.get("state", "")
@@ -193,19 +183,19 @@ class Portal:
             or not self.spent_states.spend(pending.state)
         ):
             log.info("portal.callback_rejected", reason="state")
-            return self._bad_state()
+            return failures.bad_state(self.config)
         if "error" in query:
-            return self._gitlab_refused(GitLabRefused(query.get("error", "")[:100]))
+            return failures.gitlab_refused(self.config, GitLabRefused(query.get("error", "")[:100]))
         try:
             gitlab_user = await self.oauth.complete(request.rel_url.raw_query_string, pending)
         except BadCallback:
             log.info("portal.callback_rejected", reason="callback")
-            return self._bad_state()
+            return failures.bad_state(self.config)
         except GitLabUnavailable as exc:
             log.warning("portal.gitlab_unavailable", error=str(exc))
-            return self._gitlab_down()
+            return failures.gitlab_down(self.config)
         except GitLabRefused as exc:
-            return self._gitlab_refused(exc)
+            return failures.gitlab_refused(self.config, exc)
         return await self._logged_in(request, gitlab_user)
 
     async def _logged_in(self, request: web.Request, gitlab_user: GitLabUser) -> web.Response:
@@ -244,7 +234,7 @@ class Portal:
                 return self._redirect_home()
             key = await asyncio.to_thread(self.store.issue_key_for, user.user_id)
         except UserStoreError as exc:
-            return self._store_failed(exc)
+            return failures.store_failed(self.config, exc)
         log.info("portal.key_issued", user_id=user.user_id, first=True)
         return self._key_page(
             self.store.get_user(user.user_id) or user, key, session, rotated=False
@@ -254,22 +244,23 @@ class Portal:
         session = await get_session(request)
         user = self._signed_in(session)
         if user is None or not self._same_origin(request):
-            return _closing(self._forbidden())  # before reading a byte of the body
+            # Answered before reading a byte of the body.
+            return failures.closing(failures.forbidden(self.config))
         user_id = user.user_id
         try:
             form = await read_form(request)
         except BadInput as exc:
-            return self._bad_input(request, exc)
+            return failures.bad_input(self.config, request, exc)
         if not csrf_matches(csrf_token(session), form.get(CSRF_FIELD)):
             log.info("portal.csrf_rejected", user_id=user_id)
-            return self._forbidden()
+            return failures.forbidden(self.config)
         if user.blocked:
             session.invalidate()
             return self._page("blocked.html", status=403, blocked_name=user.name)
         try:
             key = await asyncio.to_thread(self.store.issue_key_for, user_id)
         except UserStoreError as exc:
-            return self._store_failed(exc)
+            return failures.store_failed(self.config, exc)
         log.info("portal.key_issued", user_id=user_id, first=not user.has_key)
         fresh = self.store.get_user(user_id) or user
         return self._key_page(fresh, key, session, rotated=user.has_key)
@@ -278,20 +269,20 @@ class Portal:
         session = await get_session(request)
         user = self._signed_in(session)
         if user is None:
-            return _closing(self._redirect_home())  # before reading a byte of the body
+            return failures.closing(self._redirect_home())  # before reading a byte of the body
         if not self._same_origin(request):
-            return _closing(self._forbidden())
+            return failures.closing(failures.forbidden(self.config))
         try:
             form = await read_form(request)
         except BadInput as exc:
-            return self._bad_input(request, exc)
+            return failures.bad_input(self.config, request, exc)
         if not csrf_matches(csrf_token(session), form.get(CSRF_FIELD)):
-            return self._forbidden()
+            return failures.forbidden(self.config)
         try:
             # Server side: every cookie issued to this user so far stops working.
             await asyncio.to_thread(self.store.end_sessions, user.user_id)
         except UserStoreError as exc:
-            return self._store_failed(exc)
+            return failures.store_failed(self.config, exc)
         log.info("portal.logout", user_id=user.user_id)
         session.invalidate()
         return self._redirect_home()
@@ -302,71 +293,6 @@ class Portal:
         """Browsers send Origin on POSTs; when they do, it must be the broker's own."""
         origin = request.headers.get("Origin")
         return origin is None or origin == self.config.public_origin
-
-    def _forbidden(self) -> web.Response:
-        return self._error(
-            403,
-            "This form has expired",
-            "The page you submitted from is out of date or was not this site's. "
-            "Open the portal again and retry.",
-            keys_still_work=False,
-        )
-
-    def _bad_input(self, request: web.Request, exc: BadInput) -> web.Response:
-        log.warning("portal.bad_request", path=request.path, status=exc.status, reason=exc.reason)
-        titles = {
-            408: "The form took too long to arrive",
-            413: "The form is too large",
-        }
-        message = (
-            "The broker could not read what your browser sent. "
-            "Open the portal again from its address and retry."
-        )
-        page = self._error(
-            exc.status, titles.get(exc.status, "Bad request"), message, keys_still_work=True
-        )
-        return _closing(page)
-
-    def _bad_state(self) -> web.Response:
-        return self._error(
-            400,
-            "This login link is not valid",
-            "It has expired, was already used, or was started in another browser. "
-            "Start the login again from this page.",
-            keys_still_work=False,
-        )
-
-    def _gitlab_down(self) -> web.Response:
-        return self._error(
-            502,
-            "GitLab is not answering",
-            f"The broker could not reach GitLab at {self.config.gitlab_host}, so you cannot "
-            "log in right now. Try again in a few minutes.",
-            keys_still_work=True,
-        )
-
-    def _gitlab_refused(self, exc: GitLabRefused) -> web.Response:
-        log.warning("portal.gitlab_refused", error=exc.error)
-        if exc.error == "access_denied":
-            message = "The login was cancelled in GitLab, so no key was issued."
-            return self._error(403, "Login cancelled", message, keys_still_work=True)
-        message = (
-            f"GitLab refused the login ({exc.error}). Try again; if it keeps failing, "
-            "tell the broker's operator."
-        )
-        return self._error(502, "GitLab refused the login", message, keys_still_work=True)
-
-    def _store_failed(self, exc: UserStoreError) -> web.Response:
-        log.error("portal.store_failed", error=str(exc))
-        message = "The broker could not save your account just now. Try again in a minute."
-        return self._error(503, "Something went wrong", message, keys_still_work=True)
-
-
-def _closing(response: web.Response) -> web.Response:
-    """Close the connection after this answer: whatever body the client still meant to send
-    is not read, neither now nor by aiohttp's keep-alive lingering."""
-    response.force_close()
-    return response
 
 
 def _redirect(location: str) -> web.Response:
