@@ -108,3 +108,39 @@ async def test_a_cookie_from_before_logout_stays_dead_after_the_user_is_deleted_
         thief = rig.browser()
         thief.http.cookie_jar.update_cookies({COOKIE_NAME: stolen})
         assert (await thief.post("/auth/rotate", {"csrf_token": csrf})).status == 403
+
+
+async def test_a_rotation_started_before_logout_and_finished_after_it_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Attacker with a copied cookie opens a rotate request, sends its body slowly, and
+    finishes it only after the owner has logged out."""
+    async with running_portal(tmp_path) as rig:
+        owner = rig.browser()
+        key = (await owner.login()).key()
+        assert key is not None
+        csrf = (await owner.get("/")).csrf()
+        assert csrf is not None
+        stolen = owner.cookie_value(COOKIE_NAME)
+        body = f"csrf_token={csrf}".encode()
+        port = int(rig.url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(
+                (
+                    "POST /auth/rotate HTTP/1.1\r\nHost: x\r\n"
+                    "Content-Type: application/x-www-form-urlencoded\r\n"
+                    f"Cookie: {COOKIE_NAME}={stolen}\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                + body[:5]
+            )
+            await writer.drain()
+            assert (await owner.post("/auth/logout", {"csrf_token": csrf})).status == 303
+            writer.write(body[5:])
+            await writer.drain()
+            async with asyncio.timeout(10):
+                status_line = await reader.readline()
+        finally:
+            writer.close()
+        assert status_line.split()[1] == b"403"
+        assert rig.store.authenticate(key) is not None  # the owner's key was not rotated

@@ -254,6 +254,10 @@ class Portal:
         if not csrf_matches(csrf_token(session), form.get(CSRF_FIELD)):
             log.info("portal.csrf_rejected", user_id=user_id)
             return failures.forbidden(self.config)
+        # Again, after the (up to 10 s) read: a logout meanwhile must win over this rotation.
+        user = self._signed_in(session)
+        if user is None:
+            return failures.forbidden(self.config)
         if user.blocked:
             session.invalidate()
             return self._page("blocked.html", status=403, blocked_name=user.name)
