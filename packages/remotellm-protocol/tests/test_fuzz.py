@@ -99,7 +99,7 @@ plausible_frames: st.SearchStrategy[Frame] = st.one_of(
     st.builds(Models, models=st.just([])),
     plausible_opens,
     st.builds(Body, stream=ids, chunk=chunks, last=st.booleans()),
-    st.builds(Head, stream=ids, status=st.sampled_from([200, 404, 99, 600])),
+    st.builds(Head, stream=ids, status=st.sampled_from([200, 404, 99, 101, 204, 304, 600])),
     st.builds(Data, stream=ids, chunk=chunks),
     st.builds(Data, stream=ids, chunk=chunks),
     st.builds(End, stream=ids, usage=st.none() | st.just(Usage()), error=errors),
@@ -160,7 +160,7 @@ MOVES = st.sampled_from(
     + ["data", "cancel", "cancel-helper", "goaway", "wild", "hello", "welcome"]
 )
 SENDERS = st.sampled_from(["connector", "broker"])
-STATUSES = st.sampled_from([200, 200, 500, 99])
+STATUSES = st.sampled_from([200, 200, 500, 99, 101, 204, 304])
 CHOICES = st.integers(min_value=0, max_value=4)
 
 

@@ -32,7 +32,7 @@ from remotellm_protocol import (
     decode,
     encode,
 )
-from remotellm_protocol.session import DATA_FRAME_OVERHEAD
+from remotellm_protocol.session import DATA_FRAME_OVERHEAD, RESPONSE_STATUSES
 from remotellm_protocol.testing import TEST_PRINCIPAL, SessionPair
 
 FAILED = StreamError(code=ErrorCode.UPSTREAM_UNREACHABLE, message="connection refused")
@@ -367,14 +367,22 @@ def test_a_stream_has_one_head() -> None:
     assert "head not allowed" in remote_error(pair.broker, Head(stream=stream, status=200))
 
 
-@pytest.mark.parametrize("status", [0, 99, 600, -200, 2**40])
-def test_a_head_carries_an_http_status(status: int) -> None:
+@pytest.mark.parametrize("status", [0, 99, 100, 101, 103, 199, 204, 205, 304, 600, -200, 2**40])
+def test_a_head_carries_a_final_http_status_that_has_a_body(status: int) -> None:
     pair = SessionPair.handshaken()
     stream = pair.open_stream().stream
     head = Head(stream=stream, status=status)
     assert f"has status {status}" in local_error(pair.connector, head)
     assert f"has status {status}" in remote_error(pair.broker, head)
     pair.connector_sends(Head(stream=stream, status=599))
+
+
+@pytest.mark.parametrize("status", [200, 203, 206, 301, 302, 400, 404, 429, 503, 599])
+def test_every_other_status_from_200_to_599_is_accepted(status: int) -> None:
+    pair = SessionPair.handshaken()
+    stream = pair.open_stream().stream
+    pair.connector_sends(Head(stream=stream, status=status))
+    assert status in RESPONSE_STATUSES
 
 
 def test_an_upstream_error_status_is_relayed_as_a_normal_response() -> None:

@@ -261,6 +261,10 @@ def invalid() -> dict[str, tuple[str, bytes, int, int]]:
         })),
         "model-id-as-int": ("model metadata is typed",
                             raw({"t": "models", "models": [{"id": 5}]})),
+        "status-as-str": ("a head status is an int",
+                          raw({"t": "head", "stream": 1, "status": "200"})),
+        "status-as-float": ("a head status is an int, never a float",
+                            raw({"t": "head", "stream": 1, "status": 200.0})),
         "usage-as-list": ("usage is a map",
                           raw({"t": "end", "stream": 1, "usage": [1, 2, 3]})),
         "invalid-utf8-in-tag": ("a str must be valid UTF-8",
@@ -433,9 +437,29 @@ def sequences() -> dict[str, tuple[str, str, list[Step], str]]:
         "head-twice": ("one head per stream", "broker", _broker(
             *_streaming(), ("receive", Head(stream=1, status=200)),
         ), "reject"),
-        "head-bad-status": ("a status is 100..599", "broker", _broker(
+        "head-bad-status": ("a status is 200..599", "broker", _broker(
             ("send", open_(1)), ("receive", Head(stream=1, status=600)),
         ), "reject"),
+        "head-interim-status": ("1xx is interim, never the status of a response", "broker",
+                                _broker(("send", open_(1)), ("receive", Head(stream=1, status=100))),
+                                "reject"),
+        "head-switching-protocols": ("101 would hand the client's connection over", "broker",
+                                     _broker(("send", open_(1)),
+                                             ("receive", Head(stream=1, status=101))), "reject"),
+        "head-no-content": ("204 carries no body: what follows would be a second response",
+                            "broker", _broker(("send", open_(1)),
+                                              ("receive", Head(stream=1, status=204))), "reject"),
+        "head-reset-content": ("205 carries no body", "broker", _broker(
+            ("send", open_(1)), ("receive", Head(stream=1, status=205)),
+        ), "reject"),
+        "head-not-modified": ("304 carries no body", "broker", _broker(
+            ("send", open_(1)), ("receive", Head(stream=1, status=304)),
+        ), "reject"),
+        "accept-head-statuses-with-a-body": ("206 and 429 carry a body, like every status of 200-599 but 204, 205 and 304",
+                                             "broker", _broker(
+            *[("send", open_(i)) for i in (1, 2)],
+            ("receive", Head(stream=1, status=206)), ("receive", Head(stream=2, status=429)),
+        ), "accept"),
         "head-before-body-complete": ("the connector waits for the whole body", "broker",
                                       _broker(("send", open_(1, more_body=True)),
                                               ("receive", Head(stream=1, status=200))),

@@ -40,7 +40,7 @@ from remotellm_protocol.limits import (
     MAX_STREAM_ID,
     MIN_MAX_FRAME_BYTES,
 )
-from remotellm_protocol.session import SessionState
+from remotellm_protocol.session import RESPONSE_STATUSES, SessionState
 from remotellm_protocol.streams import StreamState
 from remotellm_protocol.versions import (
     SUBPROTOCOLS,
@@ -60,6 +60,7 @@ __all__ = [
     "MAX_REQUEST_BODY_BYTES",
     "MAX_STREAM_ID",
     "MIN_MAX_FRAME_BYTES",
+    "RESPONSE_STATUSES",
     "SUBPROTOCOLS",
     "SUPPORTED_VERSIONS",
     "Body",

@@ -44,7 +44,7 @@ from remotellm_protocol.limits import (
 )
 from remotellm_protocol.streams import Stream, StreamEvent, StreamState
 
-__all__ = ["SessionState"]
+__all__ = ["RESPONSE_STATUSES", "SessionState"]
 
 #: Bytes of msgpack around the chunk of a ``data`` frame with a large stream id (measured
 #: upper bound: map header, tag, two keys, int, bin32 header).
@@ -53,8 +53,11 @@ DATA_FRAME_OVERHEAD = 40
 #: Longest connector name (``hello.name``): it shows up in logs, metrics and the portal.
 MAX_NAME_LENGTH = 128
 
-#: HTTP statuses a ``head`` may carry.
-_STATUSES = range(100, 600)
+#: HTTP statuses a ``head`` may carry: final statuses whose response has a body. 1xx are
+#: interim (101 would switch the client's connection to another protocol) and 204, 205 and
+#: 304 never carry content (RFC 9110 §15), so a body relayed after one of them would reach
+#: the client as the start of a second, forged response on the same connection.
+RESPONSE_STATUSES = frozenset(range(200, 600)) - {204, 205, 304}
 
 
 class SessionState(Enum):
@@ -113,8 +116,11 @@ class _Session:
 
     def _head(self, error: _ErrorType, frame: Head) -> None:
         stream = self._stream(error, frame.stream, frame)
-        if frame.status not in _STATUSES:
-            raise error(f"head on stream {frame.stream} has status {frame.status}")
+        if frame.status not in RESPONSE_STATUSES:
+            raise error(
+                f"head on stream {frame.stream} has status {frame.status} (a final status "
+                "that carries a body is required: 200-599 but 204, 205, 304)"
+            )
         self._apply(error, stream, StreamEvent.HEAD)
 
     def _data(self, error: _ErrorType, frame: Data) -> None:
