@@ -69,6 +69,9 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     stream_window: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024
     shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     request_timeout_s: PosFloat = 600.0
+    max_links_per_token: PosInt = 8
+    max_models_per_connector: PosInt = 256
+    model_announcements_per_minute: PosInt = 30
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     gitlab_url: NonEmpty = "https://gitlab.com"
