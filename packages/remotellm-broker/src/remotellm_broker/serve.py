@@ -185,6 +185,17 @@ def _overrides(flags: dict[str, Any]) -> dict[str, object]:
 @click.option("--rate-limit-rpm", type=int, help="Requests per minute per key, 0 = off [600].")
 @click.option("--rate-limit-burst", type=int, help="Burst of requests per key, 0 = off [100].")
 @click.option("--max-streams-per-key", type=int, help="Concurrent requests per key, 0 = off [64].")
+@click.option(
+    "--max-links-per-token", type=int, help="Simultaneous relay links per connector token [8]."
+)
+@click.option(
+    "--max-models-per-connector", type=int, help="Models one connector may announce [256]."
+)
+@click.option(
+    "--model-announcements-per-minute",
+    type=int,
+    help="Model lists (hello + models frames) per connector token per minute [30].",
+)
 def serve(config_file: Path | None, **flags: Any) -> None:
     """Run the broker: the OpenAI API, the relay for connectors, the portal."""
     try:
