@@ -88,7 +88,8 @@ async def test_a_model_with_unbounded_metadata_is_left_out(
     tmp_path: Path, bad: dict[str, object]
 ) -> None:
     async with running_broker(tmp_path) as rig:
-        async with HostileConnector(rig.relay_url, rig.token_for("meta")) as evil:
+        evil = HostileConnector(rig.relay_url, rig.token_for("meta"))
+        async with evil:
             assert await evil.connect(hello("meta", ["good", bad])) is not None
             await wait_for(lambda: "meta" in {c.name for c in rig.state.registry})
             assert await _models(rig) == ["good"]
@@ -131,13 +132,15 @@ async def test_bad_reported_usage_is_dropped_and_the_request_is_still_logged_and
     tmp_path: Path, captured: io.StringIO, usage: dict[str, int]
 ) -> None:
     async with running_broker(tmp_path) as rig:
-        async with HostileConnector(rig.relay_url, rig.token_for("liar")) as evil:
+        evil = HostileConnector(rig.relay_url, rig.token_for("liar"))
+        async with evil:
             assert await evil.connect(hello("liar")) is not None
             await wait_for(lambda: "liar" in {c.name for c in rig.state.registry})
 
             async def answer() -> None:
                 opened = await evil.next_open()
-                await evil.send_raw(head(opened.stream, 200, [("content-type", "application/json")]))
+                json_type = [("content-type", "application/json")]
+                await evil.send_raw(head(opened.stream, 200, json_type))
                 await evil.send(Data(stream=opened.stream, chunk=b'{"choices":[]}'))
                 await evil.send_raw({"t": "end", "stream": opened.stream, "usage": usage})
 
@@ -165,7 +168,8 @@ async def test_bad_reported_usage_is_dropped_and_the_request_is_still_logged_and
 
 async def test_plausible_usage_is_kept(tmp_path: Path, captured: io.StringIO) -> None:
     async with running_broker(tmp_path) as rig:
-        async with HostileConnector(rig.relay_url, rig.token_for("honest")) as peer:
+        peer = HostileConnector(rig.relay_url, rig.token_for("honest"))
+        async with peer:
             assert await peer.connect(hello("honest")) is not None
             await wait_for(lambda: "honest" in {c.name for c in rig.state.registry})
 

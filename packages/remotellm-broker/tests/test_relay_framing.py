@@ -18,8 +18,7 @@ from hostile_connector import HostileConnector, head, hello
 from remotellm_protocol import CloseCode, Data, End
 
 FORGED = (
-    b"HTTP/1.1 200 OK\r\nSet-Cookie: remotellm_portal=stolen; Path=/\r\n"
-    b"Content-Length: 2\r\n\r\nhi"
+    b"HTTP/1.1 200 OK\r\nSet-Cookie: remotellm_portal=stolen; Path=/\r\nContent-Length: 2\r\n\r\nhi"
 )
 BODY = b'{"id":"x","object":"chat.completion","choices":[]}'
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from broker_rig import Rig, assert_openai_error, read_sse, running_broker, wait_for
@@ -41,7 +42,8 @@ async def test_a_link_presenting_another_tokens_connector_name_is_refused(rig: R
         assert evil.close_code == CloseCode.NAME_TAKEN
         assert "belongs to another connector token" in evil.close_reason
     assert _registered(rig)["gpu-a"] is not None
-    assert victim.ws is not None and not victim.ws.closed  # not replaced
+    assert victim.ws is not None
+    assert not victim.ws.closed  # not replaced
 
 
 async def test_a_name_first_attached_with_sticks_to_its_token(rig: Rig) -> None:
@@ -124,9 +126,7 @@ async def test_revoking_a_token_closes_its_links_within_a_second_and_ends_their_
 
     peer = await rig.peer(name="gpu-revoked", script=slow)
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    async with rig.http.post(
-        rig.url + "/v1/chat/completions", json=body, headers=rig.auth
-    ) as resp:
+    async with rig.http.post(rig.url + "/v1/chat/completions", json=body, headers=rig.auth) as resp:
         await started.wait()
         revoked_at = time.monotonic()
         await asyncio.to_thread(_revoke_with_the_cli, rig, "gpu-revoked")
@@ -144,15 +144,20 @@ async def test_revoking_a_token_closes_its_links_within_a_second_and_ends_their_
     assert refused.value.status == 401
 
 
+def _delete_token_by_hand(path: Path, name: str) -> None:
+    """What an operator's editor does: rewrite users.yaml without the token's entry."""
+    content = yaml.safe_load(path.read_text())
+    kept = [t for t in content["connector_tokens"] if t["name"] != name]
+    assert len(kept) == len(content["connector_tokens"]) - 1
+    content["connector_tokens"] = kept
+    path.write_text(yaml.safe_dump(content))
+
+
 async def test_a_token_deleted_from_users_yaml_by_hand_closes_its_links(rig: Rig) -> None:
     token = rig.store.create_connector_token("tok-hand")
     async with HostileConnector(rig.relay_url, token) as link:
         assert await link.connect(hello("hand-box")) is not None
-        path = Path(rig.settings.users_file)
-        text = path.read_text()
-        start = text.index("- name: tok-hand")
-        end = text.find("\n- ", start + 1)
-        path.write_text(text[:start] + ("" if end < 0 else text[end + 1 :]))
+        await asyncio.to_thread(_delete_token_by_hand, Path(rig.settings.users_file), "tok-hand")
         assert await link.wait_closed(within=2.0) == CloseCode.TOKEN_REVOKED
         assert link.close_reason == "connector token revoked"
     # Its name binding went with it: a new token may serve under that name.

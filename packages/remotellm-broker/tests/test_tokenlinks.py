@@ -12,7 +12,8 @@ def _nobody(name: str) -> str | None:
 def test_a_token_holds_at_most_max_links_leases() -> None:
     links = TokenLinks(max_links=2)
     first, second = links.lease("t", "s"), links.lease("t", "s")
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert links.lease("t", "s") is None
     assert links.lease("other", "s2") is not None
     links.release(first)
@@ -24,10 +25,12 @@ def test_a_token_holds_at_most_max_links_leases() -> None:
 def test_the_first_name_sticks_both_ways() -> None:
     links = TokenLinks(max_links=8)
     a, b = links.lease("tok-a", "sa"), links.lease("tok-b", "sb")
-    assert a is not None and b is not None
+    assert a is not None
+    assert b is not None
     assert links.bind(a, "box", _nobody) is None
     assert a.connector == "box"
-    assert links.bind(b, "box", _nobody) == "connector name 'box' is in use by another connector token"
+    taken = "connector name 'box' is in use by another connector token"
+    assert links.bind(b, "box", _nobody) == taken
     again = links.lease("tok-a", "sa")
     assert again is not None
     assert links.bind(again, "other", _nobody) == (
@@ -56,12 +59,14 @@ def test_revoke_closes_the_leases_of_invalid_tokens_and_frees_their_names() -> N
     links = TokenLinks(max_links=8)
     closed: list[Lease] = []
     gone, kept = links.lease("gone", "s1"), links.lease("kept", "s2")
-    assert gone is not None and kept is not None
+    assert gone is not None
+    assert kept is not None
     gone.on_revoke = lambda: closed.append(gone)
     assert links.bind(gone, "box", _nobody) is None
     assert links.revoke(lambda lease: lease.token_name != "gone") == [gone]
     assert closed == [gone]
-    assert gone.revoked and not kept.revoked
+    assert gone.revoked
+    assert not kept.revoked
     assert links.links("gone") == 0
     newcomer = links.lease("new", "s3")
     assert newcomer is not None
