@@ -128,8 +128,8 @@ async def test_revoking_a_token_closes_its_links_within_a_second_and_ends_their_
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     async with rig.http.post(rig.url + "/v1/chat/completions", json=body, headers=rig.auth) as resp:
         await started.wait()
-        revoked_at = time.monotonic()
         await asyncio.to_thread(_revoke_with_the_cli, rig, "gpu-revoked")
+        revoked_at = time.monotonic()  # the edit is on disk: the promise starts here
         lines = await read_sse(resp)
         client_saw_end = time.monotonic() - revoked_at
     await wait_for(lambda: peer.close_code is not None, within=2.0)
