@@ -229,3 +229,29 @@ async def test_a_protocol_break_on_a_stream_is_a_502_for_that_stream_not_a_retry
     assert resp.status == 502
     assert_openai_error(body, "bad_connector_response")
     assert "204" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [(float("inf"), "3600"), (float("nan"), "1"), (1e300, "3600"), (-5.0, "1"), (2.2, "3")],
+    ids=["inf", "nan", "1e300", "negative", "plain"],
+)
+async def test_the_retry_after_a_connector_puts_in_an_error_is_bounded(
+    rig: Rig, retry_after: float, expected: str
+) -> None:
+    async with await _attached(rig) as evil:
+
+        async def refuse() -> None:
+            opened = await evil.next_open()
+            error = {"code": 7, "message": "slow down", "retry_after": retry_after}
+            await evil.send_raw({"t": "end", "stream": opened.stream, "error": error})
+
+        attacker = asyncio.create_task(refuse())
+        async with rig.http.post(
+            rig.url + "/v1/chat/completions", json=_chat(), headers=rig.auth
+        ) as resp:
+            body = await resp.json()
+        await attacker
+    assert resp.status == 429
+    assert_openai_error(body)
+    assert resp.headers["Retry-After"] == expected
