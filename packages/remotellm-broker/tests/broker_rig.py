@@ -37,6 +37,7 @@ class Rig:
     state: BrokerState
     http: aiohttp.ClientSession
     peers: list[ConnectorPeer] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)
     clients: list[openai.AsyncOpenAI] = field(default_factory=list)
 
     @property
@@ -55,9 +56,19 @@ class Rig:
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
 
+    def token_for(self, name: str) -> str:
+        """The connector token of connector ``name``: a token is one identity, so each
+        name gets its own (``peer``, the default name, gets ``rig.token``)."""
+        if name == "peer":
+            return self.token
+        if name not in self.tokens:
+            self.tokens[name] = self.store.create_connector_token(name)
+        return self.tokens[name]
+
     async def peer(self, **kwargs: Any) -> ConnectorPeer:
-        """A scripted connector, connected and registered."""
-        peer = ConnectorPeer(self.relay_url, self.token, **kwargs)
+        """A scripted connector, connected and registered (with its own token)."""
+        token = kwargs.pop("token", None) or self.token_for(kwargs.get("name", "peer"))
+        peer = ConnectorPeer(self.relay_url, token, **kwargs)
         self.peers.append(peer)
         await peer.connect()
         await wait_for(lambda: peer.name in {c.name for c in self.state.registry})
@@ -100,7 +111,7 @@ async def running_broker(tmp_path: Path, **overrides: Any) -> AsyncIterator[Rig]
     settings = BrokerSettings(**fields)
     store = UserStore(Path(settings.users_file))
     key = store.add_user("alice")
-    token = store.create_connector_token("c1")
+    token = store.create_connector_token("peer")
     stop = asyncio.Event()
     bound_future: asyncio.Future[Bound] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(

@@ -56,6 +56,7 @@ def create_app(
         )
         app[BROKER] = state
         store.on_change(lambda: _cut_blocked(state))
+        store.on_change(lambda: _revoke_links(state))
         state.spawn(_watch_users(state, reload_interval_s))
         yield
         state.begin_shutdown()
@@ -79,6 +80,10 @@ def _cut_blocked(state: BrokerState) -> None:
     cut = state.cut_blocked()
     if cut:
         log.info("blocked user's requests ended", requests=cut)
+
+
+def _revoke_links(state: BrokerState) -> None:
+    state.revoke_links()  # one warning line per closed link
 
 
 async def _watch_users(state: BrokerState, interval: float) -> None:

@@ -29,13 +29,22 @@ from typing import Final
 
 from remotellm_protocol import CancelReason, Data, End, Head
 
-__all__ = ["LOST", "TICK", "Channel", "Cut", "Item", "Lost", "Tick"]
+__all__ = ["LOST", "TICK", "Broken", "Channel", "Cut", "Item", "Lost", "Tick"]
 
 
 class Lost:
     """The connector's connection closed before the stream ended."""
 
     __slots__ = ()
+
+
+class Broken:
+    """The connector broke the relay protocol on this stream (the link is closed for it)."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
 
 
 class Tick:
@@ -56,7 +65,7 @@ class Cut:
 LOST: Final = Lost()
 TICK: Final = Tick()
 
-Item = Head | Data | End | Lost | Tick | Cut
+Item = Head | Data | End | Lost | Broken | Tick | Cut
 
 
 class Channel:

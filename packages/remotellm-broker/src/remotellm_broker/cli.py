@@ -192,7 +192,11 @@ def tokens() -> None:
 @click.argument("name")
 @users_file_option
 def tokens_create(name: str, users_file: Path) -> None:
-    """Create connector token NAME and print it (shown only this once)."""
+    """Create connector token NAME and print it (shown only this once).
+
+    The connector name NAME belongs to this token: no other token may attach under it. A
+    token serves under one connector name, the first it attaches with.
+    """
     _, token = _run(UserStore.create_connector_token, users_file, name)
     click.echo(token)
 
@@ -210,6 +214,10 @@ def tokens_list(users_file: Path) -> None:
 @click.argument("name")
 @users_file_option
 def tokens_revoke(name: str, users_file: Path) -> None:
-    """Revoke connector token NAME; connectors using it can no longer attach."""
+    """Revoke connector token NAME and close its live links.
+
+    A running broker closes them within a second; their streams in flight end with an
+    error, and the token can no longer attach.
+    """
     _run(UserStore.revoke_connector_token, users_file, name)
     click.echo(f"revoked {name}", err=True)

@@ -70,6 +70,14 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     stream_window: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024
     shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     request_timeout_s: PosFloat = 600.0
+    #: Relay links one connector token may hold at once, including links still in their
+    #: handshake; more are refused with 429. Room for one link to each broker replica.
+    max_links_per_token: PosInt = 8
+    #: Models one connector may announce; entries beyond it are left out (with a warning).
+    max_models_per_connector: PosInt = 256
+    #: Model lists (`hello` and `models` frames) a connector token may send per minute,
+    #: reconnects included; one more closes the link with 1008.
+    model_announcements_per_minute: PosInt = 30
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     gitlab_url: NonEmpty = "https://gitlab.com"

@@ -31,8 +31,10 @@ import msgspec
 from aiohttp import web
 
 from remotellm_broker.acquire import acquire_slot
-from remotellm_broker.channel import TICK, Channel, Cut, Item, Lost, Tick
+from remotellm_broker.announce import checked_usage
+from remotellm_broker.channel import TICK, Broken, Channel, Cut, Item, Lost, Tick
 from remotellm_broker.exchange import Exchange
+from remotellm_broker.framing import client_headers, is_response_status
 from remotellm_broker.link import ConnectorLink, LinkGone
 from remotellm_broker.openai_errors import (
     RETRYABLE,
@@ -238,15 +240,9 @@ class _Relay:
         """Everything but ``data`` and ``end``: head, connection lost, cut, keep-alive tick."""
         ex = self.ex
         if isinstance(item, Head):
-            # A plain response (or a stream the model server refused up front, which keeps
-            # its status) starts with its first body byte, so a connector lost before that
-            # can still be replaced by another one.
-            self.head = item
-            if self.sse is None:
-                if ex.stream and item.status < 400:
-                    await self._start_sse()
-            elif item.status >= 400:  # the stream already started (keep-alives went out)
-                self.error_body = bytearray()  # becomes an SSE error event at the end
+            await self._head(link, stream_id, item)
+        elif isinstance(item, Broken):
+            raise _bad_response(item.problem)
         elif isinstance(item, Lost):
             if self._untouched():
                 raise _Retry(OpenAIError(503, "The connector disconnected.", code="no_capacity"))
@@ -265,13 +261,27 @@ class _Relay:
                 await self.sse.write(KEEPALIVE)
                 self._arm_keepalive()
 
+    async def _head(self, link: ConnectorLink, stream_id: int, head: Head) -> None:
+        if not is_response_status(head.status):  # 1xx, 204, 304: a forged second response
+            link.cancel(stream_id, CancelReason.UNKNOWN)
+            raise _bad_response(f"status {head.status}")
+        # A plain response (or a stream the model server refused up front, which keeps its
+        # status) starts with its first body byte, so a connector lost before that can still
+        # be replaced by another one.
+        self.head = head
+        if self.sse is None:
+            if self.ex.stream and head.status < 400:
+                await self._start_sse()
+        elif head.status >= 400:  # the stream already started (keep-alives went out)
+            self.error_body = bytearray()  # becomes an SSE error event at the end
+
     def _untouched(self) -> bool:
         """Nothing of this attempt reached the client: another connector may take over."""
         return not self.ex.nbytes and (self.resp is None or self.resp is self.sse)
 
     async def _end(self, end: End) -> web.StreamResponse:
         ex, head = self.ex, self.head
-        ex.usage = end.usage
+        ex.usage = checked_usage(end.usage, connector=ex.connector, request_id=ex.request_id)
         if end.error is not None:
             err = from_stream_error(end.error)
             if self._untouched() and ErrorCode.parse(end.error.code) in RETRYABLE:
@@ -300,12 +310,13 @@ class _Relay:
     async def _start_plain(self) -> web.StreamResponse:
         head = self.head
         assert head is not None  # the protocol puts head before data and a clean end
-        content_type = "application/json"
-        for name, value in head.headers:
-            if name.lower() == "content-type":
-                content_type = value
-        resp = self.resp = web.StreamResponse(status=head.status, headers=self.ex.headers)
-        resp.headers["Content-Type"] = content_type
+        # The broker frames the response: its status line, its own headers, and only the
+        # allowlisted headers of the connector's (``framing``); aiohttp does the length or
+        # the chunking.
+        headers = {"Content-Type": "application/json"}
+        headers.update(client_headers(head.status, head.headers))
+        headers.update(self.ex.headers)
+        resp = self.resp = web.StreamResponse(status=head.status, headers=headers)
         await resp.prepare(self.request)
         return resp
 
@@ -327,6 +338,13 @@ class _Relay:
         except ConnectionError:
             self.ex.status = 499
         return resp
+
+
+def _bad_response(problem: str) -> OpenAIError:
+    """The connector broke the relay protocol on this stream: never retried, never relayed."""
+    return OpenAIError(
+        502, f"The connector sent an invalid response: {problem}.", code="bad_connector_response"
+    )
 
 
 def _upstream_error(status: int, body: bytes) -> OpenAIError:

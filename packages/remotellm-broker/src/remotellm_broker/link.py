@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
-from remotellm_broker.channel import LOST, Channel
+from remotellm_broker.channel import LOST, Broken, Channel
 from remotellm_broker.registry import Connector
 from remotellm_protocol import (
     BODY_CHUNK_BYTES,
@@ -40,6 +40,9 @@ from remotellm_protocol import (
     Models,
     Open,
     Principal,
+    ProtocolError,
+    RemoteProtocolError,
+    decode,
 )
 
 __all__ = ["ConnectorLink", "LinkGone"]
@@ -209,7 +212,11 @@ class ConnectorLink(Connector):
 
     def feed(self, message: bytes) -> None:
         """Handle one binary message from the connector (``RemoteProtocolError`` if bad)."""
-        frame = self.session.receive(message)
+        try:
+            frame = self.session.receive(message)
+        except RemoteProtocolError as err:
+            self._blame(message, err)
+            raise
         if type(frame) is Data:
             channel = self._streams[frame.stream]
             if channel is not None and channel.offer(frame):
@@ -229,6 +236,21 @@ class ConnectorLink(Connector):
             self._on_models(self, frame.models)
         elif isinstance(frame, GoAway):
             self.accepting = False
+
+    def _blame(self, message: bytes, err: RemoteProtocolError) -> None:
+        """The stream a protocol-breaking frame was for (if any) ends with ``Broken``, a
+        502 that is not retried elsewhere, instead of the ``LOST`` every other stream on
+        the closing link gets. Only on this error path is the message decoded twice."""
+        try:
+            stream_id = getattr(decode(message), "stream", None)
+        except ProtocolError:
+            return
+        if not isinstance(stream_id, int):
+            return
+        channel = self._streams.get(stream_id)
+        if channel is not None:
+            self._streams[stream_id] = None  # still released by ``lost``, not told twice
+            channel.push(Broken(err.message[:160]))
 
     def _flush(self) -> None:
         """Write what this batch of frames staged: one write per stream, not per chunk."""

@@ -90,10 +90,15 @@ class OpenAIError(Exception):
         return b"event: error\ndata: " + self.body() + b"\n\n"
 
 
+#: Longest ``Retry-After`` the broker sends: a connector's hint above it (or infinite, or
+#: NaN) must not tell clients to wait for ever, nor break the response.
+MAX_RETRY_AFTER_S = 3600
+
+
 def retry_after_header(seconds: float | None, default: float = 1.0) -> dict[str, str]:
-    """``Retry-After`` in whole seconds (at least 1), as HTTP wants it."""
-    value = default if seconds is None or seconds <= 0 else seconds
-    return {"Retry-After": str(max(1, math.ceil(value)))}
+    """``Retry-After`` in whole seconds (1 to ``MAX_RETRY_AFTER_S``), as HTTP wants it."""
+    value = default if seconds is None or math.isnan(seconds) or seconds <= 0 else seconds
+    return {"Retry-After": str(max(1, math.ceil(min(value, MAX_RETRY_AFTER_S))))}
 
 
 #: HTTP status of each wire error code (contracts: "ErrorCode → HTTP status at the broker").

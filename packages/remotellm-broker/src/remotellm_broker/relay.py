@@ -6,6 +6,12 @@ wire version we do (426). After the upgrade the connector must send ``hello`` wi
 handshake timeout; the broker answers ``welcome`` with the limits in force and registers the
 connector, replacing a stale connection of the same name at once.
 
+A connector token is one identity (``tokenlinks``): it holds at most ``max_links_per_token``
+links (429 before the upgrade beyond that), it attaches under one connector name only (a
+name of another token is refused with close code 4002 and a reason), and revoking it closes
+its links (4003) at the next users.yaml poll. What a connector announces is bounded by
+``announce``; what it answers is framed by the broker (``framing``, in ``forward``).
+
 Liveness is WebSocket ping/pong (aiohttp's ``heartbeat``): a connector that stops answering
 is dropped after one and a half heartbeat periods, and every stream in flight on it ends
 with an error (or is retried elsewhere when nothing was sent yet). A peer that breaks the
@@ -14,14 +20,17 @@ protocol gets the close code of its ``RemoteProtocolError`` and one warning line
 
 from __future__ import annotations
 
+import functools
 import uuid
 
+import msgspec
 from aiohttp import WSMsgType, web
 
 from remotellm_broker.link import ConnectorLink
 from remotellm_broker.logs import get_logger
 from remotellm_broker.openai_errors import OpenAIError
 from remotellm_broker.state import BROKER, BrokerState
+from remotellm_broker.tokenlinks import Lease
 from remotellm_protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     BrokerSession,
@@ -51,8 +60,9 @@ def _bearer(request: web.Request) -> str | None:
 async def relay_endpoint(request: web.Request) -> web.StreamResponse:
     """Accept one connector connection and serve it until it closes."""
     state = request.app[BROKER]
-    token_name = state.connector_token_name(_bearer(request))
-    if token_name is None:
+    token = _bearer(request)
+    token_name = state.connector_token_name(token)
+    if token is None or token_name is None:
         raise OpenAIError(401, "Invalid or missing connector token.", code="invalid_token")
     if state.draining:
         raise OpenAIError(503, "The broker is shutting down.", code="server_shutting_down")
@@ -79,10 +89,41 @@ async def relay_endpoint(request: web.Request) -> web.StreamResponse:
             code="unsupported_protocol",
             headers={"Upgrade": "websocket"},
         )
-    await ws.prepare(request)
-    link = await _handshake(state, ws, request)
+    lease = state.token_links.lease(token_name, token)
+    if lease is None:
+        log.warning("connector refused: too many links", token=token_name, remote=request.remote)
+        raise OpenAIError(
+            429,
+            f"This connector token already holds {state.token_links.max_links} links "
+            "(max_links_per_token).",
+            code="too_many_links",
+            headers={"Retry-After": "10"},
+        )
+    try:
+        await ws.prepare(request)
+        await _serve(state, ws, request, lease)
+    finally:
+        state.token_links.release(lease)
+    return ws
+
+
+async def _serve(
+    state: BrokerState, ws: web.WebSocketResponse, request: web.Request, lease: Lease
+) -> None:
+    """Handshake, then relay until the socket closes; ``lease`` is revocable throughout."""
+    registered: list[ConnectorLink] = []
+
+    def revoke() -> None:
+        for link in registered:
+            state.remove_link(link)
+        state.spawn(ws.close(code=CloseCode.TOKEN_REVOKED, message=b"connector token revoked"))
+
+    lease.on_revoke = revoke
+    link = await _handshake(state, ws, request, lease)
     if link is None:
-        return ws
+        return
+    registered.append(link)
+    token_name = lease.token_name
     log.info(
         "connector connected",
         connector=link.name,
@@ -100,14 +141,64 @@ async def relay_endpoint(request: web.Request) -> web.StreamResponse:
         state.remove_link(link)
         writer.cancel()
         log.info("connector disconnected", connector=link.name, session_id=link.session_id)
-    return ws
 
 
 async def _handshake(
-    state: BrokerState, ws: web.WebSocketResponse, request: web.Request
+    state: BrokerState, ws: web.WebSocketResponse, request: web.Request, lease: Lease
 ) -> ConnectorLink | None:
     """Read ``hello``, answer ``welcome``, register the link; None if the peer failed."""
     session = BrokerSession()
+    hello = await _read_hello(state, ws, request, session)
+    if hello is None:
+        return None
+    refusal = _admit(state, lease, hello)
+    if refusal is not None:
+        log.warning(
+            "connector refused",
+            remote=request.remote,
+            token=lease.token_name,
+            connector=hello.name,
+            reason=refusal.message,
+            close_code=int(refusal.close_code),
+        )
+        await ws.close(code=refusal.close_code, message=refusal.message[:120].encode())
+        return None
+    models = state.announcements.bounded(hello.models, connector=hello.name)
+    if len(models) != len(hello.models):
+        hello = msgspec.structs.replace(hello, models=models)
+    session_id = uuid.uuid4().hex
+    welcome = Welcome(
+        session_id=session_id,
+        max_frame_bytes=DEFAULT_MAX_FRAME_BYTES,
+        initial_window=state.settings.stream_window,
+        heartbeat_s=state.heartbeat_s,
+    )
+    try:
+        await ws.send_bytes(session.send(welcome))
+    except ConnectionError:
+        return None
+    link = ConnectorLink(
+        ws=ws,
+        session=session,
+        hello=hello,
+        session_id=session_id,
+        on_release=state.release,
+        on_models=functools.partial(state.announce_models, lease.token_name),
+    )
+    if lease.revoked:  # users.yaml changed while it was saying hello
+        return None
+    if state.draining:
+        link.go_away()
+    replaced = state.add_link(link)
+    if replaced is not None:
+        log.info("connector replaced", connector=link.name, old_session_id=replaced.session_id)
+    return link
+
+
+async def _read_hello(
+    state: BrokerState, ws: web.WebSocketResponse, request: web.Request, session: BrokerSession
+) -> Hello | None:
+    """The connector's valid ``hello``, or None when it failed (the socket is then closed)."""
     try:
         msg = await ws.receive(timeout=state.handshake_timeout_s)
     except TimeoutError:
@@ -129,31 +220,20 @@ async def _handshake(
         log.warning("connector protocol error", remote=request.remote, error=err.message[:200])
         await ws.close(code=err.close_code, message=err.message[:120].encode())
         return None
-    session_id = uuid.uuid4().hex
-    welcome = Welcome(
-        session_id=session_id,
-        max_frame_bytes=DEFAULT_MAX_FRAME_BYTES,
-        initial_window=state.settings.stream_window,
-        heartbeat_s=state.heartbeat_s,
-    )
-    try:
-        await ws.send_bytes(session.send(welcome))
-    except ConnectionError:
-        return None
-    link = ConnectorLink(
-        ws=ws,
-        session=session,
-        hello=hello,
-        session_id=session_id,
-        on_release=state.release,
-        on_models=state.models_changed,
-    )
-    if state.draining:
-        link.go_away()
-    replaced = state.add_link(link)
-    if replaced is not None:
-        log.info("connector replaced", connector=link.name, old_session_id=replaced.session_id)
-    return link
+    return hello
+
+
+def _admit(state: BrokerState, lease: Lease, hello: Hello) -> RemoteProtocolError | None:
+    """Why this token may not attach with this ``hello``, or None (then it is bound)."""
+    if not state.announcements.allow(lease.token_name):
+        return RemoteProtocolError(
+            "models announced too often: wait before reconnecting (model_announcements_per_minute)",
+            CloseCode.POLICY_VIOLATION,
+        )
+    problem = state.token_links.bind(lease, hello.name, state.token_owner)
+    if problem is not None:
+        return RemoteProtocolError(problem, CloseCode.NAME_TAKEN)
+    return None
 
 
 async def _read(ws: web.WebSocketResponse, link: ConnectorLink) -> None:

@@ -199,6 +199,17 @@ def _overrides(flags: dict[str, Any]) -> dict[str, object]:
     default=None,
     help="Give a key to every account of the GitLab (gitlab.com: anyone). Off by default.",
 )
+@click.option(
+    "--max-links-per-token", type=int, help="Simultaneous relay links per connector token [8]."
+)
+@click.option(
+    "--max-models-per-connector", type=int, help="Models one connector may announce [256]."
+)
+@click.option(
+    "--model-announcements-per-minute",
+    type=int,
+    help="Model lists (hello + models frames) per connector token per minute [30].",
+)
 def serve(config_file: Path | None, **flags: Any) -> None:
     """Run the broker: the OpenAI API, the relay for connectors, the portal."""
     try:

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from remotellm_broker.announce import Announcements
 from remotellm_broker.config import BrokerSettings
 from remotellm_broker.exchange import Exchange
 from remotellm_broker.link import ConnectorLink
@@ -24,8 +25,9 @@ from remotellm_broker.metrics import Metrics
 from remotellm_broker.ratelimit import RateLimiter, StreamSlots
 from remotellm_broker.registry import Registry
 from remotellm_broker.router import Router
+from remotellm_broker.tokenlinks import Lease, TokenLinks
 from remotellm_broker.users import UserStore
-from remotellm_protocol import CancelReason, CloseCode, ModelInfo
+from remotellm_protocol import CancelReason, CloseCode, ModelInfo, RemoteProtocolError
 
 __all__ = ["BROKER", "BrokerState"]
 
@@ -53,6 +55,11 @@ class BrokerState:
         self.metrics = Metrics()
         self.limiter = RateLimiter()
         self.slots = StreamSlots()
+        self.token_links = TokenLinks(settings.max_links_per_token)
+        self.announcements = Announcements(
+            max_models=settings.max_models_per_connector,
+            per_minute=settings.model_announcements_per_minute,
+        )
         #: False from the moment shutdown begins (``/readyz`` answers 503).
         self.ready = True
         self.draining = False
@@ -69,6 +76,43 @@ class BrokerState:
         if not token or not token.isascii() or not token.isprintable():
             return None
         return self.store.check_connector_token(token)
+
+    def token_owner(self, connector_name: str) -> str | None:
+        """The connector token ``tokens create`` named ``connector_name``, if any: that
+        name belongs to it."""
+        named = any(t.name == connector_name for t in self.store.list_connector_tokens())
+        return connector_name if named else None
+
+    def revoke_links(self) -> int:
+        """Close every link whose connector token no longer authenticates (users.yaml
+        changed); how many. Name bindings of deleted tokens are forgotten."""
+
+        def still_valid(lease: Lease) -> bool:
+            return self.connector_token_name(lease.secret) == lease.token_name
+
+        revoked = self.token_links.revoke(still_valid)
+        names = {t.name for t in self.store.list_connector_tokens()}
+        # Environment tokens (``env-token-…``) cannot change while the broker runs.
+        self.token_links.forget(lambda t: t in names or t.startswith("env-token-"))
+        for lease in revoked:
+            log.warning(
+                "connector token revoked: link closed",
+                token=lease.token_name,
+                connector=lease.connector,
+            )
+        return len(revoked)
+
+    def announce_models(
+        self, token_name: str, link: ConnectorLink, models: Sequence[ModelInfo]
+    ) -> None:
+        """A ``models`` frame from ``link``: rate limited per token, bounded in size."""
+        if not self.announcements.allow(token_name):
+            raise RemoteProtocolError(
+                "models announced more than "
+                f"{self.announcements.per_minute} times a minute (model_announcements_per_minute)",
+                CloseCode.POLICY_VIOLATION,
+            )
+        self.models_changed(link, self.announcements.bounded(models, connector=link.name))
 
     def add_link(self, link: ConnectorLink) -> ConnectorLink | None:
         """Register a connector after its handshake; a stale one of the same name is

@@ -77,5 +77,10 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011
     #: The connector did not complete the handshake in time.
     HANDSHAKE_TIMEOUT = 4000
-    #: A newer connection with the same connector name replaced this one.
+    #: A newer connection with the same connector name (and token) replaced this one.
     REPLACED = 4001
+    #: The connector name belongs to another connector token (or this token is bound to
+    #: another name); the close reason says which.
+    NAME_TAKEN = 4002
+    #: The connector token was revoked.
+    TOKEN_REVOKED = 4003
