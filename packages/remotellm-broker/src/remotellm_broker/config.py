@@ -63,6 +63,9 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     rate_limit_burst: NonNegInt = 100
     max_streams_per_key: NonNegInt = 64
     max_body_bytes: PosInt = 16 * 1024 * 1024
+    max_body_bytes_in_flight: PosInt = 256 * 1024 * 1024
+    header_timeout_s: PosFloat = 30.0
+    body_timeout_s: PosFloat = 60.0
     queue_timeout_s: PosFloat = 30.0
     queue_max: NonNegInt = 1024
     keepalive_interval_s: PosFloat = 15.0
@@ -147,6 +150,7 @@ def load_settings(
         if isinstance(values.get(field), str):
             values[field] = str(values[field]).strip().lower()
     settings = _validate(values, sources)
+    _check_body_budget(settings, sources)
     _check_service_keys(settings, sources)
     _check_portal(settings, sources)
     return settings
@@ -228,6 +232,16 @@ def _field_from_error(message: str) -> str | None:
     rest = message[start + len(marker) :]
     name = rest.split("`", 1)[0].split("[", 1)[0].split(".", 1)[0]
     return name if name in FIELDS else None
+
+
+def _check_body_budget(settings: BrokerSettings, sources: dict[str, str]) -> None:
+    if settings.max_body_bytes_in_flight < settings.max_body_bytes:
+        where = sources.get("max_body_bytes_in_flight", "defaults")
+        raise ConfigError(
+            f"invalid value for max_body_bytes_in_flight from {where}: "
+            f"{settings.max_body_bytes_in_flight} is less than max_body_bytes "
+            f"({settings.max_body_bytes}), so a body of the allowed size could never fit"
+        )
 
 
 def _check_service_keys(settings: BrokerSettings, sources: dict[str, str]) -> None:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from remotellm_broker.config import BrokerSettings
 from remotellm_broker.exchange import Exchange
+from remotellm_broker.intake import BodyBudget
 from remotellm_broker.link import ConnectorLink
 from remotellm_broker.logs import get_logger
 from remotellm_broker.metrics import Metrics
@@ -53,6 +54,7 @@ class BrokerState:
         self.metrics = Metrics()
         self.limiter = RateLimiter()
         self.slots = StreamSlots()
+        self.body_budget = BodyBudget(settings.max_body_bytes_in_flight)
         #: False from the moment shutdown begins (``/readyz`` answers 503).
         self.ready = True
         self.draining = False
