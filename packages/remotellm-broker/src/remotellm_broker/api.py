@@ -21,7 +21,7 @@ import msgspec
 from aiohttp import web
 
 from remotellm_broker.bodies import parse_body
-from remotellm_broker.intake import CLOSES, HeldBody, read_body
+from remotellm_broker.intake import CLOSES, HeldBody, answer_and_close, read_body
 from remotellm_broker.exchange import Exchange, request_id_for
 from remotellm_broker.forward import relay_request
 from remotellm_broker.logs import get_logger
@@ -60,8 +60,6 @@ def _openai_route(handler: RouteHandler) -> Callable[[web.Request], Awaitable[we
         except OpenAIError as err:
             ex.status = err.status
             resp = err.response()
-            if err.status in CLOSES:
-                resp.force_close()
         except web.HTTPException as exc:  # 413 from reading the body, ...
             ex.status = exc.status
             resp = from_http_exception(exc, request.method, request.path).response()
@@ -76,6 +74,9 @@ def _openai_route(handler: RouteHandler) -> Callable[[web.Request], Awaitable[we
         if not resp.prepared:
             for name, value in ex.headers.items():
                 resp.headers.setdefault(name, value)
+            if resp.status in CLOSES:
+                resp.headers.setdefault("X-Request-ID", ex.request_id)
+                await answer_and_close(request, resp)
         return resp
 
     return route

@@ -27,10 +27,10 @@ from aiohttp import web
 
 from remotellm_broker.openai_errors import OpenAIError, retry_after_header
 
-__all__ = ["CLOSES", "BodyBudget", "HeldBody", "read_body"]
+__all__ = ["CLOSES", "BodyBudget", "HeldBody", "answer_and_close", "read_body"]
 
-#: Statuses after which the connection is closed at once rather than drained: the client
-#: stopped sending, so aiohttp's lingering read of the rest would only hold the socket.
+#: Statuses after which the connection is closed at once (``answer_and_close``): the client
+#: stopped sending, so aiohttp's lingering read of the rest would hold the socket 10 s more.
 CLOSES = frozenset({408})
 
 
@@ -121,6 +121,16 @@ async def read_body(
     data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
     pieces.clear()
     return HeldBody(data, budget, reserved)
+
+
+async def answer_and_close(request: web.Request, resp: web.StreamResponse) -> None:
+    """Send ``resp`` now and close the connection once it is flushed, instead of letting
+    aiohttp linger reading the rest of a body that is not coming."""
+    resp.force_close()  # says ``Connection: close``
+    await resp.prepare(request)
+    await resp.write_eof()
+    if request.transport is not None:
+        request.transport.close()  # asyncio flushes the answer first
 
 
 def _too_large() -> OpenAIError:
