@@ -63,8 +63,16 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     rate_limit_burst: NonNegInt = 100
     max_streams_per_key: NonNegInt = 64
     max_body_bytes: PosInt = 16 * 1024 * 1024
+    #: Request-body bytes the broker holds at once, over all requests (a body is held from
+    #: its first byte until its answer starts); a body that does not fit gets HTTP 503 with
+    #: `Retry-After`. At least `max_body_bytes`.
     max_body_bytes_in_flight: PosInt = 256 * 1024 * 1024
+    #: Seconds a connection has to send a complete request line and headers, counted from
+    #: when it opened or its last answer ended; also how long an idle keep-alive connection
+    #: stays open. Slower clients are disconnected.
     header_timeout_s: PosFloat = 30.0
+    #: Seconds to receive a whole request body, else HTTP 408 and the connection is closed.
+    #: Raise it for big bodies over slow uplinks (16 MiB at 1 Mbit/s needs about 135 s).
     body_timeout_s: PosFloat = 60.0
     queue_timeout_s: PosFloat = 30.0
     queue_max: NonNegInt = 1024
