@@ -31,7 +31,7 @@ def test_each_comes_from_flag_env_or_file(tmp_path: Path) -> None:
 
 def test_a_budget_smaller_than_one_body_is_refused() -> None:
     env = {"REMOTELLM_BROKER_MAX_BODY_BYTES_IN_FLIGHT": str(MIB)}
-    with pytest.raises(ConfigError, match="max_body_bytes_in_flight.*less than max_body_bytes"):
+    with pytest.raises(ConfigError, match=r"max_body_bytes_in_flight.*less than max_body_bytes"):
         load_settings(None, env, {})
 
 

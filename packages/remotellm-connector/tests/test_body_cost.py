@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 from aiohttp import web
@@ -128,6 +128,29 @@ async def serve_one(body: bytes, llm_url: str) -> None:
         dispatcher.abort_all(Abort.RELAY_LOST)
 
 
+async def loop_health_while(work: Awaitable[None]) -> tuple[float, float]:
+    """The longest busy stretch of the loop (its thread's CPU time) and the longest lag of
+    a 2 ms ticker (wall time) while ``work`` runs."""
+    busy = wall = 0.0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal busy, wall
+        while not done.is_set():
+            cpu, now = time.thread_time(), time.monotonic()
+            await asyncio.sleep(0.002)
+            busy = max(busy, time.thread_time() - cpu)
+            wall = max(wall, time.monotonic() - now - 0.002)
+
+    tick = asyncio.create_task(ticker())
+    try:
+        await work
+    finally:
+        done.set()
+        await tick
+    return busy, wall
+
+
 @pytest.fixture
 async def llm() -> AsyncIterator[tuple[Discarding, str]]:
     server = Discarding()
@@ -171,26 +194,7 @@ async def test_a_16_mib_body_never_stalls_the_loop_for_100_ms(
 ) -> None:
     server, url = llm
     body = big_body(SIZE)
-    runs: list[tuple[float, float]] = []
-    for _ in range(3):
-        busy = wall = 0.0
-        done = asyncio.Event()
-
-        async def ticker() -> None:
-            nonlocal busy, wall
-            while not done.is_set():
-                cpu, now = time.thread_time(), time.monotonic()
-                await asyncio.sleep(0.002)
-                busy = max(busy, time.thread_time() - cpu)
-                wall = max(wall, time.monotonic() - now - 0.002)
-
-        tick = asyncio.create_task(ticker())
-        try:
-            await serve_one(body, url)
-        finally:
-            done.set()
-            await tick
-        runs.append((busy, wall))
+    runs = [await loop_health_while(serve_one(body, url)) for _ in range(3)]
     busy, wall = min(runs, key=lambda run: run[0] + run[1])
     print(f"connector loop: longest busy stretch {busy * 1000:.1f} ms, lag {wall * 1000:.1f} ms")
     assert server.asked_usage

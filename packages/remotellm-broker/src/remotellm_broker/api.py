@@ -21,9 +21,9 @@ import msgspec
 from aiohttp import web
 
 from remotellm_broker.bodies import parse_body
-from remotellm_broker.intake import CLOSES, HeldBody, answer_and_close, read_body
 from remotellm_broker.exchange import Exchange, request_id_for
 from remotellm_broker.forward import relay_request
+from remotellm_broker.intake import CLOSES, HeldBody, answer_and_close, read_body
 from remotellm_broker.logs import get_logger
 from remotellm_broker.openai_errors import OpenAIError, from_http_exception, retry_after_header
 from remotellm_broker.state import BROKER, BrokerState

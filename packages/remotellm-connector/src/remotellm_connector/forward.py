@@ -86,7 +86,7 @@ class _Peek(msgspec.Struct):
     model: str | None = None
     stream: bool = False
     #: UNSET when absent: then the option can go in after the ``{`` without a scan.
-    stream_options: _PeekOptions | None | msgspec.UnsetType = msgspec.UNSET
+    stream_options: _PeekOptions | msgspec.UnsetType | None = msgspec.UNSET
 
 
 _peek = msgspec.json.Decoder(_Peek)
