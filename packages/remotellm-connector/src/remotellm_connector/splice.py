@@ -33,14 +33,13 @@ import msgspec
 __all__ = ["with_include_usage"]
 
 _WS: Final = re.compile(rb"[ \t\n\r]*")
-_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _SCALAR: Final = re.compile(rb"[^ \t\n\r,\]}]+")
-#: A string (skipped whole) or one bracket: enough to find where a nested value ends.
-_TOKEN: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+#: A quote or a bracket: enough to find where a nested value ends.
+_STRUCTURAL: Final = re.compile(rb'["\[\]{}]')
 #: No key we look for is longer than this, even with every character as a ``\uXXXX`` escape.
 _MAX_KEY_BYTES: Final = 2 + 6 * len("stream_options")
 
-_QUOTE, _COLON, _COMMA = ord('"'), ord(":"), ord(",")
+_QUOTE, _COLON, _COMMA, _BACKSLASH = ord('"'), ord(":"), ord(","), ord("\\")
 _OPENERS: Final = frozenset(b"[{")
 _LBRACE, _RBRACE = ord("{"), ord("}")
 
@@ -102,7 +101,7 @@ def _members(body: bytes, brace: int) -> Iterator[tuple[str | None, int, int]]:
         return
     while True:
         _expect(body, pos, _QUOTE)
-        key_end = _match(_STRING, body, pos)
+        key_end = _string_end(body, pos)
         key = _key(body, pos, key_end)
         pos = _skip_ws(body, key_end)
         _expect(body, pos, _COLON)
@@ -132,18 +131,35 @@ def _key(body: bytes, start: int, end: int) -> str | None:
 def _value_end(body: bytes, pos: int) -> int:
     first = body[pos]
     if first == _QUOTE:
-        return _match(_STRING, body, pos)
+        return _string_end(body, pos)
     if first not in _OPENERS:
         return _match(_SCALAR, body, pos)
     depth = 0
-    for token in _TOKEN.finditer(body, pos):
-        char = body[token.start()]
+    while (found := _STRUCTURAL.search(body, pos)) is not None:
+        char = body[found.start()]
         if char == _QUOTE:
+            pos = _string_end(body, found.start())
             continue
+        pos = found.end()
         depth += 1 if char in _OPENERS else -1
         if depth == 0:
-            return token.end()
+            return pos
     raise ValueError("unterminated JSON value")
+
+
+def _string_end(body: bytes, pos: int) -> int:
+    """The end of the string whose opening quote is at ``body[pos]``. Strings are skipped
+    with ``bytes.find`` (memchr speed), not a regex: a 16 MiB prompt is one string, and a
+    regex would hold the GIL (and so the event loop) for the whole of it."""
+    start = pos + 1
+    while (quote := body.find(b'"', start)) >= 0:
+        before = quote - 1
+        while body[before] == _BACKSLASH:
+            before -= 1
+        if (quote - 1 - before) % 2 == 0:  # an even run of backslashes escapes nothing
+            return quote + 1
+        start = quote + 1
+    raise ValueError(f"unterminated string at byte {pos}")
 
 
 def _skip_ws(body: bytes, pos: int) -> int:
