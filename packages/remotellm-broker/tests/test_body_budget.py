@@ -27,6 +27,8 @@ import pytest
 
 from broker_rig import Rig, assert_openai_error, read_sse, running_broker, wait_for
 from connector_peer import ConnectorPeer, PeerStream, serve_sse
+from remotellm_broker.bodies import ParsedBody, parse_body
+from remotellm_broker.openai_errors import OpenAIError
 from remotellm_protocol import Body, Frame
 
 CHAT = "/v1/chat/completions"
@@ -210,3 +212,37 @@ async def test_a_body_is_released_when_the_answer_starts(tmp_path: Path) -> None
                 lines = await read_sse(second)
                 assert lines[-1] == "data: [DONE]"
             await read_sse(streaming)
+
+
+# -- validation without building the document -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model":"m","messages":[{"content":tru}]}',  # inside the raw ``messages``
+        b'{"model":"m","messages":[{}],"tools":[{"a":1,}]}',  # inside a skipped field
+        b'{"model":"m","messages":[{}],"x":"unterminated}',
+        b'{"model":"m","messages":[{}]}{"again":1}',
+    ],
+)
+def test_malformed_json_anywhere_in_a_skipped_part_is_still_a_400(raw: bytes) -> None:
+    with pytest.raises(OpenAIError) as caught:
+        parse_body(CHAT, raw)
+    assert caught.value.status == 400
+    assert caught.value.code == "invalid_request"
+
+
+def test_validation_reads_only_model_stream_and_the_kinds_of_the_big_fields() -> None:
+    turns = b",".join([b'{"role":"user","content":"\xc3\xa9 a turn"}'] * 50_000)
+    raw = b'{"stream":true,"messages":[' + turns + b'],"model":"m","stream_options":{}}'
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        parsed = parse_body(CHAT, raw)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert parsed == ParsedBody(model="m", stream=True)
+    assert peak - before < 64 * 1024  # not the 50,000 message objects: a few small values
