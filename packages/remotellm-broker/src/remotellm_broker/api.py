@@ -5,8 +5,9 @@ id, the record for the log line and metrics), turns any ``OpenAIError`` into Ope
 error shape, and writes exactly one log line when the request ends, however it ends.
 
 The order of checks for a relayed request is cheapest-first and never reads a body the
-client may not send: size (413) → key (401/403) → rate limit (429) → body (400) → model
-(404) → concurrent streams (429) → relay.
+client may not send: size (413) → key (401/403) → rate limit (429) → body read within the
+broker-wide budget and the body timeout (503, 408, 413) → body (400) → model (404) →
+concurrent streams (429) → relay.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aiohttp import web
 from remotellm_broker.bodies import parse_body
 from remotellm_broker.exchange import Exchange, request_id_for
 from remotellm_broker.forward import relay_request
+from remotellm_broker.intake import CLOSES, HeldBody, answer_and_close, read_body
 from remotellm_broker.logs import get_logger
 from remotellm_broker.openai_errors import OpenAIError, from_http_exception, retry_after_header
 from remotellm_broker.state import BROKER, BrokerState
@@ -72,6 +74,9 @@ def _openai_route(handler: RouteHandler) -> Callable[[web.Request], Awaitable[we
         if not resp.prepared:
             for name, value in ex.headers.items():
                 resp.headers.setdefault(name, value)
+            if resp.status in CLOSES:
+                resp.headers.setdefault("X-Request-ID", ex.request_id)
+                await answer_and_close(request, resp)
         return resp
 
     return route
@@ -161,15 +166,27 @@ async def _relayed(request: web.Request, ex: Exchange) -> web.StreamResponse:
             code="server_shutting_down",
             headers=retry_after_header(1.0),
         )
+    held = await read_body(
+        request,
+        state.body_budget,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.body_timeout_s,
+    )
     try:
-        body = await request.read()
-    except web.RequestPayloadError:
-        raise OpenAIError(
-            400,
-            "The request body could not be read (bad encoding or framing).",
-            code="invalid_request",
-        ) from None
-    parsed = parse_body(request.path, body)
+        return await _relay_held(request, state, ex, identity, held)
+    finally:
+        held.release()
+
+
+async def _relay_held(
+    request: web.Request,
+    state: BrokerState,
+    ex: Exchange,
+    identity: KeyIdentity,
+    held: HeldBody,
+) -> web.StreamResponse:
+    settings = state.settings
+    parsed = parse_body(request.path, held.data)
     ex.stream = parsed.stream
     if not state.registry.serving(parsed.model):
         raise _model_not_found(parsed.model)
@@ -186,7 +203,7 @@ async def _relayed(request: web.Request, ex: Exchange) -> web.StreamResponse:
     principal = Principal(user_id=identity.user_id, key_id=identity.key_id, name=identity.name)
     state.track(ex)
     try:
-        return await relay_request(request, state, ex, principal, body)
+        return await relay_request(request, state, ex, principal, held)
     finally:
         state.untrack(ex)
         if limit > 0:

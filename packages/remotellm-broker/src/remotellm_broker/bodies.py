@@ -6,12 +6,20 @@ server requires, so that malformed input gets a precise 400 here instead of an u
 answer from some model server. Anything else (sampling parameters, tools, ...) is the model
 server's business.
 
-Every way a body can be wrong — not UTF-8, not JSON, not an object, nested thousands deep,
-a field of the wrong type — ends as ``OpenAIError(400)`` naming the offending parameter.
+A body may be 16 MiB, so validating it must not build it: each decoder names only the fields
+it checks, msgspec skips the rest without allocating, and the big fields (``messages``,
+``prompt``, ``input``) are decoded as ``msgspec.Raw`` — a view of their bytes, checked for
+their JSON kind by the first byte. Decoding still reads every byte, so malformed JSON anywhere
+in the body is refused. A whole 16 MiB body costs a few hundred bytes and a few milliseconds.
+UTF-8 is checked while the body is read (``intake``).
+
+Every way a body can be wrong — not JSON, not an object, nested thousands deep, a field of the
+wrong type — ends as ``OpenAIError(400)`` naming the offending parameter.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import msgspec
@@ -21,6 +29,8 @@ from remotellm_broker.openai_errors import OpenAIError
 __all__ = ["ParsedBody", "parse_body"]
 
 _ModelId = Annotated[str, msgspec.Meta(min_length=1)]
+_EMPTY_ARRAY = re.compile(rb"\[[ \t\r\n]*\]")
+_NULL = msgspec.Raw(b"null")
 
 
 class ParsedBody(msgspec.Struct, frozen=True):
@@ -28,21 +38,27 @@ class ParsedBody(msgspec.Struct, frozen=True):
     stream: bool
 
 
+class _StreamOptions(msgspec.Struct):
+    include_usage: bool | None = None
+
+
 class _Chat(msgspec.Struct):
     model: _ModelId
-    messages: Annotated[list[Any], msgspec.Meta(min_length=1)]
+    messages: msgspec.Raw  # a non-empty array (checked in ``_check_kinds``)
     stream: bool | None = None
+    stream_options: _StreamOptions | None = None
 
 
 class _Completion(msgspec.Struct):
     model: _ModelId
-    prompt: str | list[Any] | None = None
+    prompt: msgspec.Raw = _NULL  # a string, an array or null
     stream: bool | None = None
+    stream_options: _StreamOptions | None = None
 
 
 class _Embedding(msgspec.Struct):
     model: _ModelId
-    input: str | list[Any]
+    input: msgspec.Raw  # a string or an array
 
 
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
@@ -51,15 +67,22 @@ _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "/v1/embeddings": msgspec.json.Decoder(_Embedding),
 }
 
+#: The JSON kinds each raw field may hold, by its first byte (``msgspec.Raw`` spans the
+#: value exactly, no surrounding whitespace).
+_KINDS: dict[type, tuple[str, bytes, str]] = {
+    _Chat: ("messages", b"[", "an array of messages"),
+    _Completion: ("prompt", b'"[n', "a string or an array"),
+    _Embedding: ("input", b'"[', "a string or an array"),
+}
+
 
 def parse_body(path: str, body: bytes) -> ParsedBody:
-    """The model and stream flag of a request body for ``path``; ``OpenAIError`` if bad."""
+    """The model and stream flag of a request body for ``path``; ``OpenAIError`` if bad.
+
+    ``body`` must already be known to be UTF-8 (``intake.read_body`` checks it).
+    """
     if not body:
         raise _invalid("The request body is empty; send a JSON object.")
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _invalid("The request body is not valid UTF-8.") from None
     try:
         parsed = _DECODERS[path].decode(body)
     except msgspec.ValidationError as exc:
@@ -70,8 +93,18 @@ def parse_body(path: str, body: bytes) -> ParsedBody:
         ) from None
     except RecursionError:
         raise _invalid("The JSON body is nested too deeply.") from None
+    _check_kinds(parsed)
     stream = bool(getattr(parsed, "stream", False))
     return ParsedBody(model=parsed.model, stream=stream and not isinstance(parsed, _Embedding))
+
+
+def _check_kinds(parsed: object) -> None:
+    name, firsts, expected = _KINDS[type(parsed)]
+    view = memoryview(getattr(parsed, name))
+    if view[:1] not in [firsts[i : i + 1] for i in range(len(firsts))]:
+        raise _invalid(f"Invalid type for '{name}': expected {expected}.", name)
+    if isinstance(parsed, _Chat) and _EMPTY_ARRAY.fullmatch(view):
+        raise _invalid(f"Invalid '{name}': empty array; expected at least one item.", name)
 
 
 def _invalid(message: str, param: str | None = None) -> OpenAIError:

@@ -64,6 +64,17 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     rate_limit_burst: NonNegInt = 100
     max_streams_per_key: NonNegInt = 64
     max_body_bytes: PosInt = 16 * 1024 * 1024
+    #: Request-body bytes the broker holds at once, over all requests (a body is held from
+    #: its first byte until its answer starts); a body that does not fit gets HTTP 503 with
+    #: `Retry-After`. At least `max_body_bytes`.
+    max_body_bytes_in_flight: PosInt = 256 * 1024 * 1024
+    #: Seconds a connection has to send a complete request line and headers, counted from
+    #: when it opened or its last answer ended; also how long an idle keep-alive connection
+    #: stays open. Slower clients are disconnected.
+    header_timeout_s: PosFloat = 30.0
+    #: Seconds to receive a whole request body, else HTTP 408 and the connection is closed.
+    #: Raise it for big bodies over slow uplinks (16 MiB at 1 Mbit/s needs about 135 s).
+    body_timeout_s: PosFloat = 60.0
     queue_timeout_s: PosFloat = 30.0
     queue_max: NonNegInt = 1024
     keepalive_interval_s: PosFloat = 15.0
@@ -169,6 +180,7 @@ def load_settings(
         if isinstance(values.get(field), str):
             values[field] = str(values[field]).strip().lower()
     settings = _validate(values, sources)
+    _check_body_budget(settings, sources)
     _check_service_keys(settings, sources)
     _check_portal(settings, sources)
     _check_portal_rules(settings, sources)
@@ -251,6 +263,16 @@ def _field_from_error(message: str) -> str | None:
     rest = message[start + len(marker) :]
     name = rest.split("`", 1)[0].split("[", 1)[0].split(".", 1)[0]
     return name if name in FIELDS else None
+
+
+def _check_body_budget(settings: BrokerSettings, sources: dict[str, str]) -> None:
+    if settings.max_body_bytes_in_flight < settings.max_body_bytes:
+        where = sources.get("max_body_bytes_in_flight", "defaults")
+        raise ConfigError(
+            f"invalid value for max_body_bytes_in_flight from {where}: "
+            f"{settings.max_body_bytes_in_flight} is less than max_body_bytes "
+            f"({settings.max_body_bytes}), so a body of the allowed size could never fit"
+        )
 
 
 def _check_service_keys(settings: BrokerSettings, sources: dict[str, str]) -> None:

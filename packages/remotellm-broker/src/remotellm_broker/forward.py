@@ -35,6 +35,7 @@ from remotellm_broker.announce import checked_usage
 from remotellm_broker.channel import TICK, Broken, Channel, Cut, Item, Lost, Tick
 from remotellm_broker.exchange import Exchange
 from remotellm_broker.framing import client_headers, is_response_status
+from remotellm_broker.intake import HeldBody
 from remotellm_broker.link import ConnectorLink, LinkGone
 from remotellm_broker.openai_errors import (
     RETRYABLE,
@@ -78,9 +79,12 @@ class _Retry(Exception):
 
 
 async def relay_request(
-    request: web.Request, state: BrokerState, ex: Exchange, principal: Principal, body: bytes
+    request: web.Request, state: BrokerState, ex: Exchange, principal: Principal, body: HeldBody
 ) -> web.StreamResponse:
-    """Relay ``request`` (its validated ``body``) and return the finished response."""
+    """Relay ``request`` (its validated ``body``) and return the finished response.
+
+    ``body`` is released once a response byte reached the client: no retry can use it then.
+    """
     return await _Relay(request, state, ex, principal, body).run()
 
 
@@ -91,7 +95,7 @@ class _Relay:
         state: BrokerState,
         ex: Exchange,
         principal: Principal,
-        body: bytes,
+        body: HeldBody,
     ) -> None:
         self.request = request
         self.state = state
@@ -150,6 +154,7 @@ class _Relay:
         ex.connector = link.name
         remaining_ms = max(int((self.deadline - self.loop.time()) * 1000), 1)
         try:
+            body = self.body.data
             stream_id = link.open(
                 self.channel,
                 correlation_id=ex.request_id,
@@ -158,14 +163,15 @@ class _Relay:
                 principal=self.principal,
                 headers=self.forward_headers,
                 deadline_ms=remaining_ms,
-                body=self.body,
+                body=body,
             )
         except LinkGone:
             self.state.router.release(link)
             raise _Retry(OpenAIError(503, "The connector went away.", code="no_capacity")) from None
         try:
-            if len(self.body) > BODY_CHUNK_BYTES:
-                await link.send_body(stream_id, self.body)
+            if len(body) > BODY_CHUNK_BYTES:
+                await link.send_body(stream_id, body)
+            del body  # the only other holder is ``self.body``, released at the first byte
             self.head = None
             self.error_body = None
             return await self._pump(link, stream_id)
@@ -195,6 +201,7 @@ class _Relay:
                         resp = await self._start_plain()
                     if ex.ttft_s is None:
                         ex.ttft_s = time.perf_counter() - ex.started
+                        self.body.release()
                     await resp.write(chunk)
                     ex.nbytes += len(chunk)
                     await self.request.writer.drain()  # waits only while the client lags

@@ -92,6 +92,10 @@ async def run_broker(
         shutdown_timeout=settings.shutdown_timeout + 5.0,
         max_line_size=_MAX_HEADER_BYTES,
         max_field_size=_MAX_HEADER_BYTES,
+        # aiohttp closes a connection whose next request has not fully arrived this long
+        # after the connection opened or the last response ended: the header timeout (and
+        # the idle keep-alive timeout). Proven by tests/test_read_timeouts.py.
+        keepalive_timeout=settings.header_timeout_s,
     )
     health_runner = web.AppRunner(create_health_app(app), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
@@ -210,6 +214,17 @@ def _overrides(flags: dict[str, Any]) -> dict[str, object]:
     type=int,
     help="Model lists (hello + models frames) per connector token per minute [30].",
 )
+@click.option(
+    "--max-body-bytes-in-flight",
+    type=int,
+    help="Request-body bytes held at once, all requests; then 503 [268435456 = 256 MiB].",
+)
+@click.option(
+    "--header-timeout-s",
+    type=float,
+    help="Seconds for a connection to send a request's headers (and idle keep-alive) [30].",
+)
+@click.option("--body-timeout-s", type=float, help="Seconds to receive a whole request body [60].")
 def serve(config_file: Path | None, **flags: Any) -> None:
     """Run the broker: the OpenAI API, the relay for connectors, the portal."""
     try:

@@ -19,6 +19,7 @@ from aiohttp import web
 from remotellm_broker.announce import Announcements
 from remotellm_broker.config import BrokerSettings
 from remotellm_broker.exchange import Exchange
+from remotellm_broker.intake import BodyBudget
 from remotellm_broker.link import ConnectorLink
 from remotellm_broker.logs import get_logger
 from remotellm_broker.metrics import Metrics
@@ -60,6 +61,7 @@ class BrokerState:
             max_models=settings.max_models_per_connector,
             per_minute=settings.model_announcements_per_minute,
         )
+        self.body_budget = BodyBudget(settings.max_body_bytes_in_flight)
         #: False from the moment shutdown begins (``/readyz`` answers 503).
         self.ready = True
         self.draining = False

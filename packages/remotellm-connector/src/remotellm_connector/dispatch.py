@@ -23,7 +23,7 @@ from enum import Enum, auto
 import structlog
 
 from remotellm_connector.errors import RequestRefused, StreamFailure
-from remotellm_connector.forward import plan_request
+from remotellm_connector.forward import plan_in_thread, plan_request
 from remotellm_connector.metrics import Metrics
 from remotellm_connector.policy import Policy
 from remotellm_connector.upstream import Upstream
@@ -267,7 +267,11 @@ class Dispatcher:
     async def _serve(self, stream: _Stream, rec: "_Record") -> None:
         body = await stream.body()
         stream.parts = []
-        req = plan_request(stream.open, body, inject_usage=self.upstream.stream_options_ok)
+        inject = self.upstream.stream_options_ok
+        if plan_in_thread(body):  # a large body is scanned in Python: keep the loop free
+            req = await asyncio.to_thread(plan_request, stream.open, body, inject_usage=inject)
+        else:
+            req = plan_request(stream.open, body, inject_usage=inject)
         rec.model = req.model
         async with self.upstream.open(req) as resp:
             rec.status = resp.status

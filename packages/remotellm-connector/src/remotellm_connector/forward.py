@@ -7,9 +7,11 @@ decoding trick can widen it.
 
 Usage accounting: a streaming chat or completion request that did not ask for
 ``stream_options.include_usage`` gets it added, so ``end`` can carry token counts; the plan
-then says the extra usage chunk must be stripped from what the client sees. When the client's
-body already has a ``stream_options`` key the body is re-encoded; otherwise the option is
-spliced in after the opening brace, leaving every byte the client sent as it was.
+then says the extra usage chunk must be stripped from what the client sees. The body is never
+re-encoded: only three fields are decoded (the rest is skipped unparsed), and the option is
+spliced into the client's bytes (``splice``), in one copy. A body with no ``stream_options``
+gets it after the opening brace; one with ``stream_options`` is scanned for its span, which
+is linear Python work, so ``plan_in_thread`` says when to plan off the event loop.
 """
 
 from enum import Enum, auto
@@ -18,9 +20,17 @@ from typing import Final
 import msgspec
 
 from remotellm_connector.errors import RequestRefused
+from remotellm_connector.splice import with_include_usage
 from remotellm_protocol import Open
 
-__all__ = ["ROUTES", "RequestRefused", "UpstreamRequest", "UsageMode", "plan_request"]
+__all__ = [
+    "ROUTES",
+    "RequestRefused",
+    "UpstreamRequest",
+    "UsageMode",
+    "plan_in_thread",
+    "plan_request",
+]
 
 ROUTES: Final = frozenset(
     {
@@ -66,12 +76,17 @@ class UsageMode(Enum):
     STRIP = auto()  # the connector asked for usage: remove the usage-only SSE chunk
 
 
+class _PeekOptions(msgspec.Struct):
+    include_usage: bool | None = None
+
+
 class _Peek(msgspec.Struct):
     """The few body fields the connector looks at; everything else is skipped unparsed."""
 
     model: str | None = None
     stream: bool = False
-    stream_options: dict[str, object] | None = None
+    #: UNSET when absent: then the option can go in after the ``{`` without a scan.
+    stream_options: _PeekOptions | msgspec.UnsetType | None = msgspec.UNSET
 
 
 _peek = msgspec.json.Decoder(_Peek)
@@ -96,6 +111,15 @@ class UpstreamRequest(msgspec.Struct, frozen=True, kw_only=True):
         return msgspec.structs.replace(
             self, body=self.original_body, usage=UsageMode.SNIFF, original_body=None
         )
+
+
+#: Bodies above this size are planned in a worker thread (see ``splice``).
+_INLINE_PLAN_BYTES: Final = 1024 * 1024
+
+
+def plan_in_thread(body: bytes) -> bool:
+    """Whether planning ``body`` may take long enough to hold the event loop."""
+    return len(body) > _INLINE_PLAN_BYTES
 
 
 def plan_request(frame: Open, body: bytes, *, inject_usage: bool = True) -> UpstreamRequest:
@@ -128,13 +152,15 @@ def plan_request(frame: Open, body: bytes, *, inject_usage: bool = True) -> Upst
     if not (peek.stream and inject_usage and frame.path in _STREAMING_ROUTES):
         return plan
     options = peek.stream_options
-    if options is None:
-        start = body.index(b"{") + 1  # decoding succeeded, so the body is an object
-        new_body = body[:start] + _INJECTED + body[start:]
-    elif options.get("include_usage") is True:
+    if isinstance(options, _PeekOptions) and options.include_usage is True:
         return plan  # the client asked: its usage chunk stays
+    if options is msgspec.UNSET:
+        start = body.index(b"{") + 1  # decoding succeeded, so the body is an object
+        view = memoryview(body)
+        new_body = b"".join((view[:start], _INJECTED, view[start:]))
     else:
-        whole = msgspec.json.decode(body)
-        whole["stream_options"] = {**options, "include_usage": True}
-        new_body = msgspec.json.encode(whole)
+        try:
+            new_body = with_include_usage(body)
+        except (ValueError, IndexError):  # cannot happen for a body msgspec decoded
+            return plan
     return msgspec.structs.replace(plan, body=new_body, usage=UsageMode.STRIP, original_body=body)

@@ -13,7 +13,6 @@ the client is gone and stops generating.
 """
 
 import asyncio
-import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -224,9 +223,12 @@ class Upstream:
             headers["Content-Type"] = "application/json"
         headers["Accept-Encoding"] = "identity"
         headers.update(self.auth_headers())
-        body: bytes | io.BytesIO | None = req.body or None
+        body: bytes | AsyncIterator[memoryview] | None = req.body or None
         if req.body and len(req.body) > _LARGE_BODY:
-            body = io.BytesIO(req.body)  # aiohttp writes big bytes in one go and warns
+            # aiohttp writes big bytes in one go (and warns), and a BytesIO it copies whole;
+            # slices of the one body, with its length declared, cost nothing.
+            body = _pieces(req.body)
+            headers["Content-Length"] = str(len(req.body))
         try:
             return await self.session.request(
                 req.method, self.base_url + req.path, data=body, headers=headers
@@ -239,6 +241,12 @@ class Upstream:
             raise UpstreamTimeout("the LLM server did not answer in time") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamUnreachable(f"the LLM server failed to answer: {_why(exc)}") from exc
+
+
+async def _pieces(body: bytes) -> AsyncIterator[memoryview]:
+    view = memoryview(body)
+    for offset in range(0, len(body), _LARGE_BODY):
+        yield view[offset : offset + _LARGE_BODY]
 
 
 def _why(exc: BaseException) -> str:
