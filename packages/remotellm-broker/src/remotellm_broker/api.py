@@ -16,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 
-import msgspec
 from aiohttp import web
 
 from remotellm_broker.bodies import parse_body
@@ -26,7 +25,7 @@ from remotellm_broker.logs import get_logger
 from remotellm_broker.openai_errors import OpenAIError, from_http_exception, retry_after_header
 from remotellm_broker.state import BROKER, BrokerState
 from remotellm_broker.users import KeyIdentity
-from remotellm_protocol import ModelInfo, Principal
+from remotellm_protocol import Principal
 
 __all__ = ["RELAYED_PATHS", "add_api_routes"]
 
@@ -34,7 +33,6 @@ log = get_logger("remotellm_broker.api")
 
 RELAYED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 _MAX_KEY_LENGTH = 256
-_encoder = msgspec.json.Encoder()
 
 RouteHandler = Callable[[web.Request, Exchange], Awaitable[web.StreamResponse]]
 
@@ -171,7 +169,7 @@ async def _relayed(request: web.Request, ex: Exchange) -> web.StreamResponse:
         ) from None
     parsed = parse_body(request.path, body)
     ex.stream = parsed.stream
-    if not state.registry.serving(parsed.model):
+    if not state.registry.known(parsed.model):
         raise _model_not_found(parsed.model)
     ex.model = parsed.model
     limit = settings.max_streams_per_key if identity.max_streams is None else identity.max_streams
@@ -206,26 +204,10 @@ def _model_not_found(model: str) -> OpenAIError:
 # -- model listing ----------------------------------------------------------------------------
 
 
-def _model_object(info: ModelInfo, created: int) -> dict[str, object]:
-    obj: dict[str, object] = {
-        "id": info.id,
-        "object": "model",
-        "created": created,
-        "owned_by": info.owned_by or "remotellm",
-    }
-    if info.context_length:
-        obj["context_length"] = info.context_length
-        obj["max_model_len"] = info.context_length
-    return obj
-
-
 async def _list_models(request: web.Request, ex: Exchange) -> web.StreamResponse:
     state = request.app[BROKER]
     _authenticate(request, state, ex)
-    data = [_model_object(m, state.started_at) for m in state.registry.models()]
-    return web.Response(
-        body=_encoder.encode({"object": "list", "data": data}), content_type="application/json"
-    )
+    return web.Response(body=state.listing.body(), content_type="application/json")
 
 
 async def _get_model(request: web.Request, ex: Exchange) -> web.StreamResponse:
@@ -236,9 +218,7 @@ async def _get_model(request: web.Request, ex: Exchange) -> web.StreamResponse:
     if info is None:
         raise _model_not_found(model_id)
     ex.model = model_id
-    return web.Response(
-        body=_encoder.encode(_model_object(info, state.started_at)), content_type="application/json"
-    )
+    return web.Response(body=state.listing.encode(info), content_type="application/json")
 
 
 # -- OpenAPI ----------------------------------------------------------------------------------

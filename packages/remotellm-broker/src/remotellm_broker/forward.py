@@ -17,7 +17,9 @@ mid-body, so it cannot pass for complete.
 
 Retries: when the chosen connector vanishes before the first body byte reached the client
 (during the prefill, say), or answers ``OVERLOADED``/``GOING_AWAY``, the request goes to
-another connector (up to ``MAX_ATTEMPTS``), never twice to the same one.
+another connector (up to ``MAX_ATTEMPTS``), never twice to the same one. When the connector
+went away (lost, draining) and no other serves the model, the request waits the attach wait
+for one to return (a restarting connector usually does within seconds) before its 503.
 """
 
 from __future__ import annotations
@@ -68,11 +70,15 @@ _SSE_HEADERS = {
 
 
 class _Retry(Exception):
-    """This attempt did not start the response; another connector may take it."""
+    """This attempt did not start the response; another connector may take it.
 
-    def __init__(self, error: OpenAIError) -> None:
+    ``gone``: the connector went away (lost, draining), so a replacement may attach soon.
+    """
+
+    def __init__(self, error: OpenAIError, *, gone: bool = True) -> None:
         super().__init__(error.message)
         self.error = error
+        self.gone = gone
 
 
 async def relay_request(
@@ -119,9 +125,10 @@ class _Relay:
             self._arm_keepalive()
         tried: list[ConnectorLink] = []
         error = OpenAIError(503, "No connector is available for this model.", code="no_capacity")
+        gone = False
         try:
             while len(tried) < MAX_ATTEMPTS:
-                if tried and not router.has_candidate(ex.model, tried):
+                if tried and not gone and not router.has_candidate(ex.model, tried):
                     break
                 remaining = max(self.deadline - self.loop.time(), 0.0)
                 link = await acquire_slot(self.state, ex, tried, remaining)
@@ -129,7 +136,7 @@ class _Relay:
                     return await self._attempt(link)
                 except _Retry as retry:
                     tried.append(link)
-                    error = retry.error
+                    error, gone = retry.error, retry.gone
             if "Retry-After" not in error.headers:
                 error.headers.update(retry_after_header(None))
             return await self._fail(error)
@@ -274,8 +281,9 @@ class _Relay:
         ex.usage = end.usage
         if end.error is not None:
             err = from_stream_error(end.error)
-            if self._untouched() and ErrorCode.parse(end.error.code) in RETRYABLE:
-                raise _Retry(err)
+            code = ErrorCode.parse(end.error.code)
+            if self._untouched() and code in RETRYABLE:
+                raise _Retry(err, gone=code is ErrorCode.GOING_AWAY)
             raise err
         if head is not None and self.error_body is not None:
             raise _upstream_error(head.status, bytes(self.error_body))

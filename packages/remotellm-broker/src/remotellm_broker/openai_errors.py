@@ -151,6 +151,8 @@ def from_stream_error(error: StreamError) -> OpenAIError:
     code = ErrorCode.parse(error.code)
     status = ERROR_STATUS[code]
     headers = retry_after_header(error.retry_after) if status in (429, 503) else None
+    if code is ErrorCode.UPSTREAM_UNREACHABLE:  # usually restarting: say when to come back
+        headers = retry_after_header(error.retry_after, default=2.0)
     base = _MESSAGES[code]
     detail = error.message.strip()[:500]
     message = f"{base} ({detail})" if detail else base

@@ -19,6 +19,7 @@ from aiohttp import web
 from remotellm_broker.config import BrokerSettings
 from remotellm_broker.exchange import Exchange
 from remotellm_broker.link import ConnectorLink
+from remotellm_broker.listing import ModelListing
 from remotellm_broker.logs import get_logger
 from remotellm_broker.metrics import Metrics
 from remotellm_broker.ratelimit import RateLimiter, StreamSlots
@@ -48,8 +49,9 @@ class BrokerState:
         self.heartbeat_s = heartbeat_s
         self.handshake_timeout_s = handshake_timeout_s
         self.started_at = int(time.time())
-        self.registry: Registry[ConnectorLink] = Registry()
+        self.registry: Registry[ConnectorLink] = Registry(memory_s=settings.model_memory_s)
         self.router: Router[ConnectorLink] = Router(self.registry, settings.queue_max)
+        self.listing = ModelListing(self.registry, self.started_at)
         self.metrics = Metrics()
         self.limiter = RateLimiter()
         self.slots = StreamSlots()

@@ -88,8 +88,12 @@ class Connector:
             pool_size=s.max_streams + 4,
         ) as upstream:
             watcher = ModelWatcher(
-                upstream, autodetect=llm_url is None, interval=s.models_refresh_s
+                upstream,
+                autodetect=llm_url is None,
+                interval=s.models_refresh_s,
+                probe_interval=s.llm_probe_interval_s,
             )
+            upstream.on_unreachable = watcher.poke
             await self._refresh(watcher)
             self.health = HealthServer(
                 make_health_app(self.status, self.metrics), s.health_host, s.health_port
@@ -130,7 +134,7 @@ class Connector:
 
     async def _refresh_forever(self, watcher: ModelWatcher) -> None:
         while True:
-            await asyncio.sleep(watcher.interval)
+            await watcher.wait_next()
             try:
                 await self._refresh(watcher)
             except Exception:  # discovery must never take the daemon down

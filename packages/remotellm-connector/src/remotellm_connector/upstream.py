@@ -14,7 +14,7 @@ the client is gone and stops generating.
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Final, Self
@@ -163,6 +163,8 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
         #: False once the server was seen to refuse ``stream_options`` (then never sent).
         self.stream_options_ok = True
+        #: Called when a request cannot connect (discovery then re-checks the server at once).
+        self.on_unreachable: Callable[[], None] = _nothing
 
     async def __aenter__(self) -> Self:
         connector = aiohttp.TCPConnector(
@@ -232,13 +234,19 @@ class Upstream:
                 req.method, self.base_url + req.path, data=body, headers=headers
             )
         except aiohttp.ConnectionTimeoutError as exc:
+            self.on_unreachable()
             raise UpstreamUnreachable(f"connecting to the LLM server timed out: {exc}") from exc
         except aiohttp.ClientConnectorError as exc:
+            self.on_unreachable()
             raise UpstreamUnreachable(f"cannot connect to the LLM server: {_why(exc)}") from exc
         except TimeoutError as exc:
             raise UpstreamTimeout("the LLM server did not answer in time") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamUnreachable(f"the LLM server failed to answer: {_why(exc)}") from exc
+
+
+def _nothing() -> None:
+    pass
 
 
 def _why(exc: BaseException) -> str:
