@@ -173,7 +173,9 @@ async def _relayed(request: web.Request, ex: Exchange) -> web.StreamResponse:
         raise _model_not_found(parsed.model)
     ex.model = parsed.model
     limit = settings.max_streams_per_key if identity.max_streams is None else identity.max_streams
-    if limit > 0 and not state.slots.try_acquire(identity.key_id, limit):
+    # Every live stream is counted, whatever the limit (0 = unlimited) was when it started, so
+    # a limit lowered while streams run holds new ones back until fewer are running.
+    if not state.slots.try_acquire(identity.key_id, limit):
         state.metrics.rate_limited_streams.inc()
         raise OpenAIError(
             429,
@@ -187,8 +189,7 @@ async def _relayed(request: web.Request, ex: Exchange) -> web.StreamResponse:
         return await relay_request(request, state, ex, principal, body)
     finally:
         state.untrack(ex)
-        if limit > 0:
-            state.slots.release(identity.key_id)
+        state.slots.release(identity.key_id)
 
 
 def _model_not_found(model: str) -> OpenAIError:
