@@ -41,6 +41,7 @@ from remotellm_protocol import (
     Hello,
     LocalProtocolError,
     Models,
+    Open,
     RemoteProtocolError,
     SessionState,
     Welcome,
@@ -66,6 +67,8 @@ class LinkResult(NamedTuple):
     planned: bool = False
     replaced: bool = False
     reason: str = ""
+    #: The broker opened at least one stream on it: it was up and serving.
+    served: bool = False
 
 
 class HandshakeError(Exception):
@@ -229,7 +232,9 @@ class Link:
         reason = state.reason or f"closed by the broker ({rcvd} {ws.close_reason or ''})".strip()
         if replaced:
             log.warning("relay_replaced", hint="another connector uses the same --name")
-        return LinkResult(connected=True, planned=planned, replaced=replaced, reason=reason)
+        return LinkResult(
+            connected=True, planned=planned, replaced=replaced, reason=reason, served=state.served
+        )
 
     async def _pump(
         self,
@@ -247,6 +252,8 @@ class Link:
                 if type(frame) is GoAway:
                     state.goaway = True
                     log.info("broker_goaway", reason=frame.reason)
+                elif type(frame) is Open:
+                    state.served = True
                 handle(frame)
         except RemoteProtocolError as err:
             state.reason = f"protocol error: {err.message}"
@@ -307,10 +314,11 @@ class Link:
 
 
 class _LinkState:
-    __slots__ = ("goaway", "planned", "reason")
+    __slots__ = ("goaway", "planned", "reason", "served")
 
     def __init__(self) -> None:
         self.goaway = False
+        self.served = False
         self.planned = False
         self.reason = ""
 

@@ -187,7 +187,9 @@ class Connector:
                     log.error("giving_up", failures=self.backoff.failures)
                     return 1
             else:
-                delay = self.backoff.disconnected(planned=result.planned, grow=result.replaced)
+                delay = self.backoff.disconnected(
+                    planned=result.planned, grow=result.replaced, served=result.served
+                )
                 log.info("relay_down", reason=result.reason, retry_in_s=round(delay, 2))
             await self._sleep(delay)
         return 1 if self.forced.is_set() else 0
