@@ -66,7 +66,10 @@ _FALLBACK: dict[str, dict[str, str]] = {
         "model_memory_s": "How long a model stays known after the last connector serving it "
         "left: requests for it wait `attach_wait_s` instead of getting 404.",
         "queue_max": "Requests waiting for a connector at most, across all keys.",
-        "keepalive_interval_s": "Period of the `: keep-alive` SSE comment while no token has come.",
+        "keepalive_interval_s": "Period of the `: keep-alive` SSE comment while no token has come, "
+        "and after this long without a token mid-stream (between events).",
+        "stall_timeout_s": "A stream whose model server sends nothing for this long mid-answer "
+        "ends with an SSE error event and its request is cancelled.",
         "stream_window": "Relay flow-control window per stream, in bytes.",
         "shutdown_timeout": "Seconds in-flight requests may run on after SIGTERM.",
         "request_timeout_s": "Deadline of one request, in seconds.",

@@ -7,7 +7,10 @@ client the moment it arrives and grant credit once it is written.
 For a streaming request the response starts the moment the model server answers (the
 connector's ``head``), or at the latest with the first SSE comment ``: keep-alive``, due
 ``keepalive_interval_s`` after the request arrived and repeated until the first byte, so
-clients and proxies with idle timeouts survive a long prefill. Waiting for ``head`` keeps the
+clients and proxies with idle timeouts survive a long prefill. Mid-stream the same timer
+checks for progress: after a period without a byte a ``: keep-alive`` goes out too (only
+between two events, never inside one), and a model server silent for ``stall_timeout_s``
+ends the stream with an SSE error event and a ``cancel`` that aborts its request. Waiting for ``head`` keeps the
 model server's own refusals intact: a prompt over the context length stays an HTTP 400 (which
 clients such as Cline act on) instead of becoming a 200 with an error inside.
 
@@ -111,6 +114,11 @@ class _Relay:
         self.keepalive: asyncio.TimerHandle | None = None
         self.head: Head | None = None
         self.error_body: bytearray | None = None
+        #: The last two bytes written to the client: a keep-alive only goes between events.
+        self.tail = b""
+        #: Response bytes seen at the last keep-alive tick, and when they last grew.
+        self.seen_nbytes = 0
+        self.progress_at = 0.0
         headers = request.headers
         self.forward_headers = [
             (name.lower(), headers[name][:1024]) for name in _FORWARDED_HEADERS if name in headers
@@ -202,6 +210,7 @@ class _Relay:
                         ex.ttft_s = time.perf_counter() - ex.started
                     await resp.write(chunk)
                     ex.nbytes += len(chunk)
+                    self.tail = chunk[-2:]
                     await self.request.writer.drain()  # waits only while the client lags
                     if channel.sink is None:
                         channel.sink = self._sink(resp, link, stream_id)
@@ -229,6 +238,7 @@ class _Relay:
         chunked = encoding == "chunked"
         ex = self.ex
         acknowledge = link.acknowledge
+        relay = self
 
         def sink(chunk: bytes) -> bool:
             if protocol.writing_paused or transport.is_closing():
@@ -236,6 +246,7 @@ class _Relay:
             size = len(chunk)
             transport.write(b"%x\r\n%b\r\n" % (size, chunk) if chunked else chunk)
             ex.nbytes += size
+            relay.tail = chunk[-2:]
             acknowledge(stream_id, size)
             return True
 
@@ -265,12 +276,33 @@ class _Relay:
         elif isinstance(item, Cut):
             link.cancel(stream_id, item.reason)
             raise from_cancel(item.reason)
-        elif isinstance(item, Tick) and not ex.nbytes and self.error_body is None:
+        elif isinstance(item, Tick) and self.error_body is None:
+            if ex.nbytes:
+                await self._midstream_tick(link, stream_id)
+                return
             if self.resp is None and self.head is None:  # no answer yet: start the stream
                 await self._start_sse()
             if self.sse is not None:  # never into a plain (JSON) response
                 await self.sse.write(KEEPALIVE)
                 self._arm_keepalive()
+
+    async def _midstream_tick(self, link: ConnectorLink, stream_id: int) -> None:
+        """A keep-alive period passed after the first byte: note progress, keep a silent
+        stream alive between events, end one whose model server stalled."""
+        now = self.loop.time()
+        if self.ex.nbytes != self.seen_nbytes:
+            self.seen_nbytes, self.progress_at = self.ex.nbytes, now
+        elif now - self.progress_at >= self.state.settings.stall_timeout_s:
+            link.cancel(stream_id, CancelReason.DEADLINE)  # the connector aborts the request
+            raise OpenAIError(
+                504,
+                "The model server stopped sending mid-answer "
+                f"(silent for {self.state.settings.stall_timeout_s:g} s).",
+                code="upstream_stalled",
+            )
+        elif self.sse is not None and self.tail == b"\n\n":
+            await self.sse.write(KEEPALIVE)
+        self._arm_keepalive()
 
     def _untouched(self) -> bool:
         """Nothing of this attempt reached the client: another connector may take over."""
