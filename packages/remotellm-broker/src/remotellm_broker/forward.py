@@ -11,8 +11,9 @@ clients and proxies with idle timeouts survive a long prefill. Mid-stream the sa
 checks for progress: after a period without a byte a ``: keep-alive`` goes out too (only
 between two events, never inside one), and a model server silent for ``stall_timeout_s``
 ends the stream with an SSE error event and a ``cancel`` that aborts its request. Waiting
-for ``head`` keeps the model server's own refusals intact: a prompt over the context length stays an HTTP 400 (which
-clients such as Cline act on) instead of becoming a 200 with an error inside.
+for ``head`` keeps the model server's own refusals intact: a prompt over the context length
+stays an HTTP 400 (which clients such as Cline act on) instead of becoming a 200 with an
+error inside.
 
 Once a response has started, a failure cannot change the status any more: a stream gets an
 SSE ``error`` event and ends without ``[DONE]``; a plain response has its connection closed
