@@ -19,7 +19,12 @@ from collections.abc import Sequence
 
 from remotellm_broker.exchange import CutError, Exchange
 from remotellm_broker.link import ConnectorLink
-from remotellm_broker.openai_errors import OpenAIError, from_cancel, retry_after_header
+from remotellm_broker.openai_errors import (
+    OpenAIError,
+    from_cancel,
+    model_not_found,
+    retry_after_header,
+)
 from remotellm_broker.router import Waiter
 from remotellm_broker.state import BrokerState
 
@@ -88,7 +93,10 @@ async def acquire_slot(
 
 
 def _unavailable(state: BrokerState, model: str) -> OpenAIError:
-    """503 for a known model that nothing could serve within the attach wait."""
+    """503 for a known model that nothing could serve within the attach wait (404 for one
+    that no connector brought while a newly started broker waited for them)."""
+    if not state.registry.known(model):
+        return model_not_found(model)
     shown = model if len(model) <= 100 else model[:100] + "…"
     if state.registry.attached(model):
         why = f"The model server behind '{shown}' is not answering right now"

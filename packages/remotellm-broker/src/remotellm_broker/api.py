@@ -22,7 +22,12 @@ from remotellm_broker.bodies import parse_body
 from remotellm_broker.exchange import Exchange, request_id_for
 from remotellm_broker.forward import relay_request
 from remotellm_broker.logs import get_logger
-from remotellm_broker.openai_errors import OpenAIError, from_http_exception, retry_after_header
+from remotellm_broker.openai_errors import (
+    OpenAIError,
+    from_http_exception,
+    model_not_found,
+    retry_after_header,
+)
 from remotellm_broker.state import BROKER, BrokerState
 from remotellm_broker.users import KeyIdentity
 from remotellm_protocol import Principal
@@ -169,8 +174,8 @@ async def _relayed(request: web.Request, ex: Exchange) -> web.StreamResponse:
         ) from None
     parsed = parse_body(request.path, body)
     ex.stream = parsed.stream
-    if not state.registry.known(parsed.model):
-        raise _model_not_found(parsed.model)
+    if not state.registry.known(parsed.model) and not state.starting():
+        raise model_not_found(parsed.model)
     ex.model = parsed.model
     limit = settings.max_streams_per_key if identity.max_streams is None else identity.max_streams
     # Every live stream is counted, whatever the limit (0 = unlimited) was when it started, so
@@ -192,16 +197,6 @@ async def _relayed(request: web.Request, ex: Exchange) -> web.StreamResponse:
         state.slots.release(identity.key_id)
 
 
-def _model_not_found(model: str) -> OpenAIError:
-    shown = model if len(model) <= 100 else model[:100] + "…"
-    return OpenAIError(
-        404,
-        f"The model '{shown}' does not exist or you do not have access to it.",
-        code="model_not_found",
-        param="model",
-    )
-
-
 # -- model listing ----------------------------------------------------------------------------
 
 
@@ -217,7 +212,7 @@ async def _get_model(request: web.Request, ex: Exchange) -> web.StreamResponse:
     model_id = request.match_info["model_id"]
     info = state.registry.model(model_id)
     if info is None:
-        raise _model_not_found(model_id)
+        raise model_not_found(model_id)
     ex.model = model_id
     return web.Response(body=state.listing.encode(info), content_type="application/json")
 

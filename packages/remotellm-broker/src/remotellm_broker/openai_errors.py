@@ -26,6 +26,7 @@ __all__ = [
     "from_cancel",
     "from_http_exception",
     "from_stream_error",
+    "model_not_found",
     "retry_after_header",
 ]
 
@@ -144,6 +145,17 @@ _MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.GOING_AWAY: "The model's connector is restarting; try again later.",
     ErrorCode.UNKNOWN: "The model's connector reported an unknown error.",
 }
+
+
+def model_not_found(model: str) -> OpenAIError:
+    """404 for a model no connector serves or served within the model memory."""
+    shown = model if len(model) <= 100 else model[:100] + "…"
+    return OpenAIError(
+        404,
+        f"The model '{shown}' does not exist or you do not have access to it.",
+        code="model_not_found",
+        param="model",
+    )
 
 
 def from_stream_error(error: StreamError) -> OpenAIError:

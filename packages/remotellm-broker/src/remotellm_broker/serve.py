@@ -5,6 +5,10 @@ file > defaults). With nothing configured the broker still starts, on loopback, 
 exactly how to create an API key and attach a connector, generating a connector token when
 none exists yet (it is stored hashed in the users file and printed this once).
 
+Both listeners set ``SO_REUSEPORT``, so a new broker process can start on the same ports while
+the old one drains: a restart serves new requests as soon as the new process listens (see
+docs/deploy: two instances of the systemd template unit take turns).
+
 Shutdown, in order: readiness goes false, the listening sockets close, every connector gets
 ``goaway``, in-flight requests have ``shutdown_timeout`` seconds to finish, the rest end with
 an error, connectors are closed with 1001, the health server stops last. A second signal
@@ -52,8 +56,11 @@ class BindError(OSError):
 
 
 async def _listen(runner: web.AppRunner, what: str, host: str, port: int, flag: str) -> None:
+    # SO_REUSEPORT: a new broker process binds the same ports while the old one drains, so a
+    # restart serves new requests at once (the kernel only shares a port between sockets of
+    # the same user that all set the option; anything else holding it is still "in use").
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=True).start()
     except OSError as exc:
         raise BindError(what, host, port, flag, exc) from None
 

@@ -49,6 +49,7 @@ class BrokerState:
         self.heartbeat_s = heartbeat_s
         self.handshake_timeout_s = handshake_timeout_s
         self.started_at = int(time.time())
+        self._started = time.monotonic()
         self.registry: Registry[ConnectorLink] = Registry(memory_s=settings.model_memory_s)
         self.router: Router[ConnectorLink] = Router(self.registry, settings.queue_max)
         self.listing = ModelListing(self.registry, self.started_at)
@@ -95,6 +96,11 @@ class BrokerState:
     def models_changed(self, link: ConnectorLink, models: Sequence[ModelInfo]) -> None:
         self.registry.update_models(link, models)
         self.router.offer(link)
+
+    def starting(self) -> bool:
+        """True during the first ``attach_wait_s`` of the process: connectors are still
+        finding this broker (a restart), so a model not known yet may be a moment away."""
+        return time.monotonic() - self._started < self.settings.attach_wait_s
 
     # -- requests in flight -----------------------------------------------------------------
 

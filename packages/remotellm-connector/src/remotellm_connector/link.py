@@ -144,6 +144,9 @@ class Link:
         self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
         self._on_connected = on_connected
         self.connected = False
+        #: Set when the broker sent ``goaway``: it drains (a restart). Its streams finish on
+        #: this link while the service already dials the next one.
+        self.broker_goaway = asyncio.Event()
         self.dispatcher: Dispatcher | None = None
         self.writer: FrameWriter | None = None
 
@@ -251,6 +254,7 @@ class Link:
                 frame = session.receive(message)
                 if type(frame) is GoAway:
                     state.goaway = True
+                    self.broker_goaway.set()
                     log.info("broker_goaway", reason=frame.reason)
                 elif type(frame) is Open:
                     state.served = True
