@@ -18,9 +18,11 @@ exits at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +36,7 @@ from remotellm_broker.config import BrokerSettings, ConfigError, load_settings
 from remotellm_broker.logs import configure_logging, get_logger
 from remotellm_broker.users import UserStore, UserStoreError
 
-__all__ = ["BindError", "Bound", "run_broker", "serve"]
+__all__ = ["BindError", "Bound", "run_broker", "sd_notify", "serve"]
 
 log = get_logger("remotellm_broker.serve")
 
@@ -53,6 +55,19 @@ class BindError(OSError):
             f"cannot listen for the {what} on {shown}:{port} ({reason}); "
             f"choose another port with {flag}"
         )
+
+
+def sd_notify(message: bytes) -> None:
+    """Tell systemd about our state (``Type=notify``: ``READY=1`` once listening, so a unit
+    that takes over from a draining one is "started" only when it serves); a no-op outside
+    systemd."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address.startswith(("/", "@")):
+        return
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(message, address)
 
 
 async def _listen(runner: web.AppRunner, what: str, host: str, port: int, flag: str) -> None:
@@ -129,12 +144,14 @@ async def run_broker(
         )
         if started is not None:
             started(bound)
+        sd_notify(b"READY=1")
         # Everything alive now (modules, app, settings) lives as long as the process: keep it
         # out of the collector's generations, so each collection only walks request garbage.
         gc.collect()
         gc.freeze()
         await stop.wait()
     finally:
+        sd_notify(b"STOPPING=1")
         state = app.get(BROKER)
         if state is not None:
             state.begin_shutdown()  # readiness false, goaway to connectors
