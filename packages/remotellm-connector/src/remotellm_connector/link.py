@@ -3,8 +3,10 @@
 It dials ``/v1/relay`` with the token and the subprotocols of every wire version this release
 speaks, sends ``hello``, waits for ``welcome``, then pumps: each binary message goes through
 ``session.receive`` to the dispatcher, each frame a stream task sends goes through
-``session.send`` to the socket. WebSocket ping/pong notices a dead link within
-``ping_interval_s + ping_timeout_s + CLOSE_TIMEOUT_S`` (5 + 7 + 2 = 14 s by default).
+``session.send`` to the socket. A dead link is noticed within about
+``ping_interval_s + ping_timeout_s + CLOSE_TIMEOUT_S`` (5 + 7 + 2 = 14 s by default): no pong
+and none of our bytes acknowledged for that long (``liveness``), so a slow, throttled link
+with a backlog ahead of the pings is not taken for a dead one.
 
 A frame the session rejects closes the connection with the error's close code and one log line;
 the service then reconnects. Nothing the broker sends can crash the process.
@@ -28,6 +30,7 @@ from websockets.typing import Subprotocol
 from remotellm_connector.__about__ import __version__
 from remotellm_connector.discovery import ModelWatcher
 from remotellm_connector.dispatch import Abort, Dispatcher, RelayGone
+from remotellm_connector.liveness import Liveness
 from remotellm_connector.metrics import Metrics
 from remotellm_connector.policy import Policy
 from remotellm_connector.upstream import Upstream
@@ -159,10 +162,10 @@ class Link:
             models=list(self.watcher.models),
             max_streams=self.max_streams,
         )
+        # No websockets keepalive: ``Liveness`` pings and judges the link by progress.
         dial = asyncio.ensure_future(
-            open_relay(self.url, self._token, hello, ping_interval=self.ping_interval,
-                       ping_timeout=self.ping_timeout)
-        )  # fmt: skip
+            open_relay(self.url, self._token, hello, ping_interval=None, ping_timeout=None)
+        )
         stop = asyncio.ensure_future(stopping.wait())
         try:
             await asyncio.wait((dial, stop), return_when=asyncio.FIRST_COMPLETED)
@@ -218,6 +221,7 @@ class Link:
                 known_models=lambda: self.watcher.model_ids,
             )
             helpers = [
+                tg.create_task(self._watch(ws, writer, state)),
                 tg.create_task(self._announce(send, seen)),
                 tg.create_task(self._drain(ws, send, dispatcher, stopping, forced, grace, state)),
             ]
@@ -269,6 +273,19 @@ class Link:
             if exc.rcvd is None:  # the broker said nothing: we closed, or the link died
                 what = f"{exc.sent.code} {exc.sent.reason}" if exc.sent else "no close frame"
                 state.reason = f"connection lost ({what})".strip()
+
+    async def _watch(self, ws: ClientConnection, writer: FrameWriter, state: "_LinkState") -> None:
+        """Close the connection once ``Liveness`` finds it dead."""
+        liveness = Liveness(
+            ws,
+            lambda: writer.written,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+        )
+        why = await liveness.run()
+        state.reason = f"connection lost ({why})"
+        log.warning("relay_dead", reason=why)
+        await ws.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
     async def _announce(self, send: Callable[[Frame], Awaitable[None]], seen: int) -> None:
         """Send ``models`` whenever discovery reports a change."""
