@@ -256,6 +256,7 @@ class Link:
                 if not isinstance(message, bytes):
                     raise RemoteProtocolError("text message on the relay")
                 frame = session.receive(message)
+                state.received += 1
                 if type(frame) is GoAway:
                     state.goaway = True
                     self.broker_goaway.set()
@@ -279,6 +280,7 @@ class Link:
         liveness = Liveness(
             ws,
             lambda: writer.written,
+            lambda: state.received,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
         )
@@ -335,9 +337,10 @@ class Link:
 
 
 class _LinkState:
-    __slots__ = ("goaway", "planned", "reason", "served")
+    __slots__ = ("goaway", "planned", "reason", "received", "served")
 
     def __init__(self) -> None:
+        self.received = 0
         self.goaway = False
         self.served = False
         self.planned = False

@@ -8,7 +8,8 @@ while either
 
 - a pong came back (the idle case: nothing queued, the ping goes out at once), or
 - the broker keeps acknowledging our bytes: what we handed the socket minus what is still
-  queued in the transport and in the kernel (``TIOCOUTQ`` on Linux) grows;
+  queued in the transport and in the kernel (``TIOCOUTQ`` on Linux) grows, or
+- the broker's messages keep arriving (its pong may be queued behind a large upload);
 
 and it is dead when neither happened for ``ping_interval + ping_timeout`` (a blackhole, a
 hung broker). Pings go out every ``ping_interval`` from their own task, so a send that waits
@@ -52,12 +53,14 @@ class Liveness:
         self,
         ws: ClientConnection,
         written: Callable[[], int],
+        received: Callable[[], int],
         *,
         ping_interval: float,
         ping_timeout: float,
     ) -> None:
         self._ws = ws
         self._written = written
+        self._received = received
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self._loop = asyncio.get_running_loop()
@@ -75,16 +78,16 @@ class Liveness:
     async def run(self) -> str:
         limit = self.ping_interval + self.ping_timeout
         tick = min(self.ping_interval, self.ping_timeout) / 2
-        acked = self.acknowledged()
+        acked, received = self.acknowledged(), self._received()
         pinger: asyncio.Task[None] | None = None
         pinged_at = float("-inf")
         try:
             while True:
                 await asyncio.sleep(tick)
                 now = self._loop.time()
-                now_acked = self.acknowledged()
-                if now_acked > acked:
-                    acked, self._alive_at = now_acked, now
+                now_acked, now_received = self.acknowledged(), self._received()
+                if now_acked > acked or now_received != received:
+                    acked, received, self._alive_at = max(acked, now_acked), now_received, now
                 if (pinger is None or pinger.done()) and now - pinged_at >= self.ping_interval:
                     pinger, pinged_at = asyncio.ensure_future(self._ping()), now
                 if now - self._alive_at > limit:
