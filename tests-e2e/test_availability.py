@@ -77,7 +77,9 @@ async def test_a_dead_llm_keeps_its_model_known_503_then_back_within_two_seconds
             await wait_for_async(
                 lambda: _listed(broker, key, {MODEL: True}), 10, what="the model back"
             )
-            assert time.monotonic() - back < 2.5  # ~2 s, plus this test's polling
+            took = time.monotonic() - back
+            print(f"the model was listed available again {took:.2f} s after the LLM returned")
+            assert took < 2.5  # ~2 s, plus this test's polling
             up = await post_raw(f"{broker.api_url}/chat/completions", key, CHAT)
             assert up.status == 200
 
@@ -153,6 +155,7 @@ async def test_a_second_broker_process_serves_within_2_s_while_the_first_drains(
                     statuses.append((round(time.monotonic() - stopped, 2), response.status))
                     if response.status == 200:
                         break
+                print(f"after SIGTERM to the old broker, (seconds, status): {statuses}")
                 assert statuses[-1][1] == 200, statuses
                 assert statuses[-1][0] <= 2.0, statuses
                 async with (

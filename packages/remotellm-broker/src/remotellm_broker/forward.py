@@ -115,7 +115,7 @@ class _Relay:
         self.keepalive: asyncio.TimerHandle | None = None
         self.head: Head | None = None
         self.error_body: bytearray | None = None
-        #: The last two bytes written to the client: a keep-alive only goes between events.
+        #: The last bytes written to the client: a keep-alive only goes between events.
         self.tail = b""
         #: Response bytes seen at the last keep-alive tick, and when they last grew.
         self.seen_nbytes = 0
@@ -211,7 +211,7 @@ class _Relay:
                         ex.ttft_s = time.perf_counter() - ex.started
                     await resp.write(chunk)
                     ex.nbytes += len(chunk)
-                    self.tail = chunk[-2:]
+                    self.tail = chunk[-4:]
                     await self.request.writer.drain()  # waits only while the client lags
                     if channel.sink is None:
                         channel.sink = self._sink(resp, link, stream_id)
@@ -247,7 +247,7 @@ class _Relay:
             size = len(chunk)
             transport.write(b"%x\r\n%b\r\n" % (size, chunk) if chunked else chunk)
             ex.nbytes += size
-            relay.tail = chunk[-2:]
+            relay.tail = chunk[-4:]
             acknowledge(stream_id, size)
             return True
 
@@ -301,7 +301,7 @@ class _Relay:
                 f"(silent for {self.state.settings.stall_timeout_s:g} s).",
                 code="upstream_stalled",
             )
-        elif self.sse is not None and self.tail == b"\n\n":
+        elif self.sse is not None and self.tail.endswith((b"\n\n", b"\r\n\r\n")):
             await self.sse.write(KEEPALIVE)
         self._arm_keepalive()
 

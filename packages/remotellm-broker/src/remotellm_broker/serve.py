@@ -154,9 +154,12 @@ async def run_broker(
         sd_notify(b"STOPPING=1")
         state = app.get(BROKER)
         if state is not None:
-            state.begin_shutdown()  # readiness false, goaway to connectors
+            state.ready = False
             for site in list(runner.sites):
-                await site.stop()  # no new connections
+                # No new connections: first, so that a new process sharing the port
+                # (SO_REUSEPORT) gets them rather than this one answering "shutting down".
+                await site.stop()
+            state.begin_shutdown()  # goaway to connectors, queued requests end
             await drain(state, settings.shutdown_timeout)
         await runner.cleanup()
         await health_runner.cleanup()
