@@ -4,6 +4,7 @@ acknowledging bytes; a blackholed link (no pong, nothing acknowledged) is still 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +16,7 @@ from harness.sse import post_raw
 from harness.stack import BrokerHandle, inprocess_connector
 from harness.tcpproxy import TcpProxy, tcp_proxy
 from harness.waits import wait_for
+from remotellm_broker.state import BROKER
 from remotellm_connector.demo_llm import DemoLLMServer, expected_text
 
 
@@ -73,3 +75,22 @@ async def test_a_blackholed_link_is_found_dead_within_the_ping_limits(
     assert time.monotonic() - cut_at < 6.5
     proxy.blackhole = False
     await relay.connector.wait_connected(within=10)
+
+
+@pytest.mark.slow
+async def test_a_request_during_a_blackhole_waits_and_is_served_when_the_link_returns(
+    proxied: tuple[Relay, TcpProxy],
+) -> None:
+    """A blip is not "model does not exist": the broker drops the silent connector, keeps
+    its model known, and the request waits for the connector instead of getting 404."""
+    relay, proxy = proxied
+    state = relay.broker.bound.app[BROKER]
+    proxy.blackhole = True
+    await wait_for(lambda: len(state.registry) == 0, 30, what="the broker to drop the link")
+    body = {"model": DEMO_MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    request = asyncio.create_task(post_raw(f"{relay.api_url}/chat/completions", relay.key, body))
+    await asyncio.sleep(0.5)
+    assert not request.done()  # not a 404: it waits for the connector to come back
+    proxy.blackhole = False
+    response = await asyncio.wait_for(request, 15)
+    assert response.status == 200, response.body
