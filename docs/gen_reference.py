@@ -62,8 +62,16 @@ _FALLBACK: dict[str, dict[str, str]] = {
         "`0` = unlimited.",
         "max_body_bytes": "Larger request bodies get HTTP 413.",
         "queue_timeout_s": "How long a request waits for a free connector before HTTP 503.",
+        "attach_wait_s": "How long a request for a known model waits when no connector can "
+        "take it (none attached after a blip, the only one draining, its LLM server down) "
+        "before HTTP 503 with `Retry-After`.",
+        "model_memory_s": "How long a model stays known after the last connector serving it "
+        "left: requests for it wait `attach_wait_s` instead of getting 404.",
         "queue_max": "Requests waiting for a connector at most, across all keys.",
-        "keepalive_interval_s": "Period of the `: keep-alive` SSE comment while no token has come.",
+        "keepalive_interval_s": "Period of the `: keep-alive` SSE comment while no token has come, "
+        "and after this long without a token mid-stream (between events).",
+        "stall_timeout_s": "A stream whose model server sends nothing for this long mid-answer "
+        "ends with an SSE error event and its request is cancelled.",
         "stream_window": "Relay flow-control window per stream, in bytes.",
         "shutdown_timeout": "Seconds in-flight requests may run on after SIGTERM.",
         "request_timeout_s": "Deadline of one request, in seconds.",
@@ -86,6 +94,9 @@ _FALLBACK: dict[str, dict[str, str]] = {
         "is not set.",
         "shutdown_grace_s": "Seconds in-flight streams may run on after SIGTERM.",
         "models_refresh_s": "How often the LLM server's model list is re-read.",
+        "llm_probe_interval_s": "While the LLM server does not answer, how often it is probed; "
+        "its models stay known (unavailable) and are announced again this soon after it "
+        "returns.",
         "llm_connect_timeout_s": "Timeout for connecting to the LLM server.",
         "ping_timeout_s": "Seconds to wait for a pong before the relay counts as dead.",
         "log_format": "`json`, `console`, or `auto` (JSON unless stderr is a terminal).",

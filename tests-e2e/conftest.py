@@ -122,13 +122,15 @@ async def relay(broker: BrokerHandle, demo_llm: DemoLLMServer) -> AsyncIterator[
 
 
 async def wait_models(relay: Relay, expected: set[str], within: float = 10.0) -> None:
-    """Until the broker lists exactly ``expected`` (connectors announce asynchronously)."""
+    """Until the broker lists exactly ``expected`` as available (connectors announce
+    asynchronously; models recently served stay listed, unavailable, for the model memory)."""
+    from harness.clients import available_models
     from harness.waits import wait_for_async
 
     async with relay.async_client() as client:
 
         async def listed() -> bool:
-            return {m.id async for m in client.models.list()} == expected
+            return await available_models(client) == expected
 
         await wait_for_async(listed, within, what=f"the broker to list {sorted(expected)}")
 

@@ -20,7 +20,7 @@ import aiohttp
 import openai
 import pytest
 
-from harness.clients import collect
+from harness.clients import available_models, collect
 from harness.procs import BrokerProcess, Proc, broker_process, connector_process
 from harness.sse import RawResponse, post_raw
 from harness.tcpproxy import tcp_proxy
@@ -54,7 +54,7 @@ class ProcStack:
 
             async def listed() -> bool:
                 try:
-                    return {m.id async for m in client.models.list()} == expected
+                    return await available_models(client) == expected
                 except openai.AuthenticationError:
                     # The key was just created with the CLI; the running broker picks the
                     # users file up within a second (its poll), not at once.

@@ -158,8 +158,12 @@ async def test_models_follow_connectors_coming_and_going(broker: BrokerHandle) -
             relay.connector = second
             await wait_models(relay, {"qwen-b", "mistral-c"})
             async with relay.async_client() as client:
+                # Served minutes ago: still known, listed unavailable (model_memory_s).
+                gone = await client.models.retrieve("llama-a")
+                assert gone.model_extra is not None
+                assert gone.model_extra["available"] is False
                 with pytest.raises(openai.NotFoundError):
-                    await client.models.retrieve("llama-a")
+                    await client.models.retrieve("never-served")
                 assert (await client.models.retrieve("qwen-b")).id == "qwen-b"
         await wait_models(relay, set())
         async with inprocess_connector(broker.relay_url, token, llm_a.url, name="box") as third:

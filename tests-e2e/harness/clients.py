@@ -6,7 +6,7 @@ from typing import Any
 
 import openai
 
-__all__ = ["collect"]
+__all__ = ["available_models", "collect"]
 
 
 async def collect(
@@ -25,3 +25,13 @@ async def collect(
             if progress is not None:
                 progress[body["seed"]] = len(tokens)
     return tokens
+
+
+async def available_models(client: openai.AsyncOpenAI) -> set[str]:
+    """The ids the broker lists as available now (recently served models stay listed with
+    ``"available": false`` for the broker's model memory)."""
+    return {
+        m.id
+        async for m in client.models.list()
+        if (m.model_extra or {}).get("available", True) is not False
+    }

@@ -127,22 +127,28 @@ class BrokerProcess:
 
 @asynccontextmanager
 async def broker_process(
-    workdir: Path, *, env: Mapping[str, str] | None = None
+    workdir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    port: int = 0,
+    health_port: int = 0,
+    name: str = "broker",
 ) -> AsyncIterator[BrokerProcess]:
-    """``remotellm-broker serve`` on ephemeral ports; settings through REMOTELLM_BROKER_*."""
+    """``remotellm-broker serve`` (on ephemeral ports unless given); settings through
+    REMOTELLM_BROKER_*. Processes started in the same ``workdir`` share its users file."""
     users_file = workdir / "users.yaml"
     argv = [
         str(BIN / "remotellm-broker"),
         "serve",
         "--port",
-        "0",
+        str(port),
         "--health-port",
-        "0",
+        str(health_port),
         "--users-file",
         str(users_file),
     ]
     settings = {"REMOTELLM_BROKER_LOG_FORMAT": "json", **(env or {})}
-    async with _spawn("broker", argv, workdir, settings) as proc:
+    async with _spawn(name, argv, workdir, settings) as proc:
         found: list[str] = []
 
         def serving() -> bool:

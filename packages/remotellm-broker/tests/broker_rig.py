@@ -106,6 +106,9 @@ async def running_broker(tmp_path: Path, **overrides: Any) -> AsyncIterator[Rig]
         "users_file": str(tmp_path / "users.yaml"),
         "keepalive_interval_s": 15.0,
         "shutdown_timeout": 5.0,
+        # Short: a fresh broker holds requests for models no connector announced yet for
+        # this long (connectors finding a restarted broker), then answers 404.
+        "attach_wait_s": 1.0,
     }
     fields.update(overrides)
     settings = BrokerSettings(**fields)

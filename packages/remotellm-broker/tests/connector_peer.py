@@ -151,6 +151,8 @@ class ConnectorPeer:
     script: Script = field(default_factory=lambda: serve_sse())
     context_length: int | None = None
     subprotocols: Sequence[str] = SUBPROTOCOLS
+    #: False: the LLM server behind it is down (its models are announced unavailable).
+    available: bool = True
 
     def __post_init__(self) -> None:
         self.session = ConnectorSession()
@@ -175,7 +177,12 @@ class ConnectorPeer:
             autoping=True,
         )
         infos = [
-            ModelInfo(id=m, owned_by="tests", context_length=self.context_length)
+            ModelInfo(
+                id=m,
+                owned_by="tests",
+                context_length=self.context_length,
+                available=self.available,
+            )
             for m in self.models
         ]
         await self.send(
@@ -193,8 +200,8 @@ class ConnectorPeer:
         data = self.session.send(frame)
         await self.ws.send_bytes(data)
 
-    async def announce(self, models: Sequence[str]) -> None:
-        await self.send(Models(models=[ModelInfo(id=m) for m in models]))
+    async def announce(self, models: Sequence[str], *, available: bool = True) -> None:
+        await self.send(Models(models=[ModelInfo(id=m, available=available) for m in models]))
 
     async def _read(self) -> None:
         assert self.ws is not None

@@ -104,6 +104,46 @@ async def test_concurrent_streams_per_key_are_capped_and_freed_when_clients_leav
             await resp.read()
 
 
+@pytest.mark.parametrize("cap_before", [0, 64], ids=["unlimited", "64"])
+async def test_a_stream_cap_lowered_below_the_running_streams_admits_none_until_below_it(
+    tmp_path: Path, cap_before: int
+) -> None:
+    async with running_broker(tmp_path, max_streams_per_key=cap_before, queue_max=64) as rig:
+        peer = await rig.peer(script=stall, max_streams=64)
+
+        async def hold() -> int:
+            async with rig.http.post(
+                rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth
+            ) as resp:
+                await resp.read()
+                return resp.status
+
+        running = [asyncio.create_task(hold()) for _ in range(10)]
+        await wait_for(lambda: len(peer.opens) == 10)
+        rig.store.set_limits("alice", rate_limit_rpm=None, rate_limit_burst=None, max_streams=5)
+        statuses = []
+        for _ in range(5):
+            async with rig.http.post(
+                rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth
+            ) as resp:
+                statuses.append(resp.status)
+        assert statuses == [429] * 5
+        assert len(peer.opens) == 10
+        for task in running[:6]:  # 4 left: one below the new cap
+            task.cancel()
+        await asyncio.gather(*running[:6], return_exceptions=True)
+        await wait_for(lambda: rig.state.in_flight == 4)
+        admitted = asyncio.create_task(hold())
+        await wait_for(lambda: len(peer.opens) == 11)
+        async with rig.http.post(
+            rig.url + "/v1/chat/completions", json=STREAM, headers=rig.auth
+        ) as resp:
+            assert resp.status == 429  # 5 running again: the cap holds
+        for task in [*running[6:], admitted]:
+            task.cancel()
+        await asyncio.gather(*running[6:], admitted, return_exceptions=True)
+
+
 async def test_blocking_a_user_ends_their_open_streams_within_a_second(tmp_path: Path) -> None:
     async with running_broker(tmp_path, keepalive_interval_s=0.1) as rig:
         bob = rig.store.add_user("bob")

@@ -89,3 +89,89 @@ def test_has_room_respects_max_streams_and_goaway() -> None:
     a.active = 0
     a.accepting = False
     assert not a.has_room
+
+
+def test_a_model_whose_llm_is_down_stays_known_but_is_not_served() -> None:
+    reg: Registry[Connector] = Registry()
+    a = Connector("a", "s", [ModelInfo(id="m", available=False)], 4)
+    reg.add(a)
+    assert reg.known("m")
+    assert reg.attached("m")
+    assert not a.serves("m")
+    assert reg.model_info("m").available is False
+    reg.update_models(a, [ModelInfo(id="m")])
+    assert a.serves("m")
+    assert reg.model_info("m").available is True
+
+
+def test_a_model_is_available_when_any_of_its_connectors_is() -> None:
+    reg: Registry[Connector] = Registry()
+    up = Connector("up", "s", [ModelInfo(id="m")], 4)
+    down = Connector("down", "s", [ModelInfo(id="m", available=False)], 4)
+    reg.add(down)
+    reg.add(up)
+    assert reg.model_info("m").available is True
+    reg.remove(up)
+    assert reg.model_info("m").available is False
+
+
+def test_a_model_is_remembered_for_memory_s_after_its_last_connector_left() -> None:
+    now = [100.0]
+    reg: Registry[Connector] = Registry(memory_s=60.0, clock=lambda: now[0])
+    a = conn("a", "m")
+    reg.add(a)
+    reg.remove(a)
+    assert reg.known("m")
+    assert not reg.attached("m")
+    assert reg.model_ids() == ["m"]
+    assert reg.model("m") == ModelInfo(id="m", available=False)
+    now[0] += 59.0
+    assert reg.known("m")
+    now[0] += 2.0
+    assert not reg.known("m")
+    assert reg.model_ids() == []
+    assert reg.model("m") is None
+
+
+def test_a_returning_model_is_no_longer_remembered_but_served() -> None:
+    now = [0.0]
+    reg: Registry[Connector] = Registry(memory_s=10.0, clock=lambda: now[0])
+    first = conn("a", "m")
+    reg.add(first)
+    reg.remove(first)
+    second = conn("b", "m")
+    reg.add(second)
+    now[0] += 20.0
+    assert reg.known("m")  # attached again: memory no longer matters
+    assert reg.model_ids() == ["m"]
+    reg.remove(second)
+    now[0] += 5.0
+    assert reg.known("m")  # remembered from its latest departure, not the first
+
+
+def test_merged_view_survives_connectors_leaving_in_any_order() -> None:
+    reg: Registry[Connector] = Registry()
+    a = Connector("a", "s", [ModelInfo(id="m", owned_by="x", context_length=4096)], 4)
+    b = Connector("b", "s", [ModelInfo(id="m", owned_by="y", context_length=8192)], 4)
+    c = Connector("c", "s", [ModelInfo(id="m", owned_by="x", context_length=4096)], 4)
+    for each in (a, b, c):
+        reg.add(each)
+    assert reg.model_info("m") == ModelInfo(id="m", owned_by="x", context_length=4096)
+    reg.remove(a)
+    assert reg.model_info("m") == ModelInfo(id="m", owned_by="x", context_length=4096)
+    reg.remove(c)
+    assert reg.model_info("m") == ModelInfo(id="m", owned_by="y", context_length=8192)
+
+
+def test_the_version_moves_only_on_changes_and_listing_ids_stay_cached() -> None:
+    reg: Registry[Connector] = Registry()
+    a = conn("a", "m1", "m2")
+    reg.add(a)
+    ids = reg.model_ids()
+    version = reg.version
+    reg.update_models(a, [ModelInfo(id="m1"), ModelInfo(id="m2")])
+    assert reg.version == version  # the same list again changes nothing
+    assert reg.model_ids() is ids
+    reg.update_models(a, [ModelInfo(id="m1"), ModelInfo(id="m2", available=False)])
+    assert reg.version > version
+    assert reg.model_ids() is ids  # same ids: the sorted list is reused

@@ -140,12 +140,14 @@ async def test_an_oversized_message_is_refused(rig: Rig) -> None:
     assert ws.close_code == CloseCode.MESSAGE_TOO_BIG
 
 
-async def test_a_dropped_connector_disappears_from_the_listing(rig: Rig) -> None:
+async def test_a_dropped_connector_stays_listed_unavailable_for_the_model_memory(
+    rig: Rig,
+) -> None:
     peer = await rig.peer(models=["gone"])
     async with rig.http.get(rig.url + "/v1/models", headers=rig.auth) as resp:
-        assert [m["id"] for m in (await resp.json())["data"]] == ["gone"]
+        assert [(m["id"], m["available"]) for m in (await resp.json())["data"]] == [("gone", True)]
     await peer.drop()
     await wait_for(lambda: len(rig.state.registry) == 0)
     async with rig.http.get(rig.url + "/v1/models", headers=rig.auth) as resp:
-        assert (await resp.json())["data"] == []
+        assert [(m["id"], m["available"]) for m in (await resp.json())["data"]] == [("gone", False)]
     await asyncio.sleep(0)

@@ -1,10 +1,12 @@
 """Finding the LLM server, its models and their context lengths; announcing changes."""
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 
@@ -14,6 +16,8 @@ from remotellm_connector.demo_llm import DemoLLMConfig, DemoLLMServer, serve_dem
 from remotellm_connector.discovery import LLMError, ModelWatcher, detect_llm, list_models
 from remotellm_connector.upstream import Upstream
 from remotellm_protocol import ModelInfo
+
+DEMO = ModelInfo(id="demo", owned_by="remotellm-demo", context_length=8192)
 
 
 class FakeServer:
@@ -135,7 +139,7 @@ async def test_autodetect_picks_the_first_candidate_that_answers(
     assert await detect_llm(http, {}, [("x", free_url())]) is None
 
 
-async def test_watcher_bumps_the_version_on_change_and_withdraws_after_two_failures(
+async def test_watcher_bumps_the_version_on_change_and_marks_models_down_after_two_failures(
     fake: tuple[FakeServer, str],
 ) -> None:
     server, url = fake
@@ -155,8 +159,12 @@ async def test_watcher_bumps_the_version_on_change_and_withdraws_after_two_failu
         assert not watcher.reachable
         assert watcher.models != []  # one failure: keep the list
         await watcher.refresh()
-        assert watcher.models == []
+        assert watcher.models == [ModelInfo(id="m2", available=False)]  # known, not served
         assert watcher.version == 3
+        server.status = 200
+        await watcher.refresh()
+        assert watcher.models == [ModelInfo(id="m2")]
+        assert watcher.version == 4
 
 
 async def test_model_changes_reach_the_broker_as_a_models_frame(
@@ -200,3 +208,27 @@ async def test_connector_starts_without_its_llm_and_announces_it_when_it_comes(
         frame = await conn.wait_models(1)
         assert [m.id for m in frame.models] == ["demo"]
         assert running.connector.status.problems() == []
+
+
+async def test_a_dead_llm_keeps_its_models_known_and_they_return_within_two_seconds(
+    peer: BrokerPeer, start_connector: StartConnector
+) -> None:
+    url = free_url()
+    port = int(url.rsplit(":", 1)[1])
+    async with serve_demo_llm(DemoLLMConfig(tokens=1), port=port):
+        running = await start_connector(llm_url=url, models_refresh_s=30, llm_probe_interval_s=0.5)
+        conn = await peer.next_connection()
+        assert conn.hello is not None
+        assert conn.hello.models == [DEMO]
+    # The server died between two 30 s refreshes: a request that finds it gone makes the
+    # connector look at once, and the model is announced unavailable, not withdrawn.
+    stream = await conn.open(path="/v1/chat/completions", body=b'{"model":"demo"}')
+    await stream.wait_end()
+    down = await conn.wait_models(1)
+    assert down.models == [msgspec.structs.replace(DEMO, available=False)]
+    assert "LLM server is not reachable" in running.connector.status.problems()
+    async with serve_demo_llm(DemoLLMConfig(tokens=1), port=port):
+        back_at = asyncio.get_running_loop().time()
+        up = await conn.wait_models(2)
+        assert up.models == [DEMO]
+        assert asyncio.get_running_loop().time() - back_at < 2.0

@@ -64,6 +64,26 @@ async def test_streams_in_flight_finish_after_the_broker_goaway(
     assert stream.sse_payloads()[-1] == "[DONE]"
 
 
+async def test_after_a_broker_goaway_the_connector_dials_again_while_old_streams_finish(
+    peer: BrokerPeer, start_connector: StartConnector
+) -> None:
+    """A restarting broker drains on the old link; the new process gets the connector at once."""
+    await start_connector()
+    old = await peer.next_connection()
+    stream = await old.open(body={**CHAT, "stream": True, "max_tokens": 100, "x_gap_ms": 20})
+    await stream.wait_bytes(1)
+    await old.send_goaway()
+    sent = time.monotonic()
+    new = await peer.next_connection(within=3.0)
+    assert time.monotonic() - sent < 1.5  # not after the old stream's 2 s
+    assert stream.end is None
+    fresh = await new.open(body=CHAT)  # new requests are served on the new link meanwhile
+    assert (await fresh.wait_end()).error is None
+    end = await stream.wait_end()  # and the old stream finishes, whole, on the old one
+    assert end.error is None
+    assert stream.sse_payloads()[-1] == "[DONE]"
+
+
 async def test_garbage_from_the_broker_closes_the_link_and_the_connector_reconnects(
     peer: BrokerPeer, start_connector: StartConnector
 ) -> None:

@@ -95,6 +95,8 @@ def valid() -> dict[str, tuple[str, Frame, bytes]]:
             ModelInfo(id="llama3", owned_by="meta", context_length=131072),
             ModelInfo(id="mistral", owned_by=None, context_length=None),
         ])),
+        "models-unavailable": ("a model whose LLM server is down: known, not routable",
+                               Models(models=[ModelInfo(id="llama3", available=False)])),
         "open-minimal": ("open with only its required fields", Open(
             stream=1, correlation_id="c", method="GET", path="/v1/models",
             principal=Principal(user_id="local:bob", key_id="k-2"),
@@ -172,6 +174,11 @@ def valid() -> dict[str, tuple[str, Frame, bytes]]:
                 "fields with defaults may be left out",
                 Hello(name="a", version="0"),
                 raw({"t": "hello", "name": "a", "version": "0"}),
+            ),
+            "models-available-omitted": (
+                "a model without 'available' (an older connector) is available",
+                Models(models=[ModelInfo(id="llama3")]),
+                raw({"t": "models", "models": [{"id": "llama3"}]}),
             ),
             "welcome-int-heartbeat": (
                 "an int where a float is expected is accepted",

@@ -17,7 +17,6 @@ import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 
-import msgspec
 from aiohttp import web
 
 from remotellm_broker.bodies import parse_body
@@ -25,10 +24,15 @@ from remotellm_broker.exchange import Exchange, request_id_for
 from remotellm_broker.forward import relay_request
 from remotellm_broker.intake import CLOSES, HeldBody, answer_and_close, read_body
 from remotellm_broker.logs import get_logger
-from remotellm_broker.openai_errors import OpenAIError, from_http_exception, retry_after_header
+from remotellm_broker.openai_errors import (
+    OpenAIError,
+    from_http_exception,
+    model_not_found,
+    retry_after_header,
+)
 from remotellm_broker.state import BROKER, BrokerState
 from remotellm_broker.users import KeyIdentity
-from remotellm_protocol import ModelInfo, Principal
+from remotellm_protocol import Principal
 
 __all__ = ["RELAYED_PATHS", "add_api_routes"]
 
@@ -36,7 +40,6 @@ log = get_logger("remotellm_broker.api")
 
 RELAYED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 _MAX_KEY_LENGTH = 256
-_encoder = msgspec.json.Encoder()
 
 RouteHandler = Callable[[web.Request, Exchange], Awaitable[web.StreamResponse]]
 
@@ -188,11 +191,13 @@ async def _relay_held(
     settings = state.settings
     parsed = parse_body(request.path, held.data)
     ex.stream = parsed.stream
-    if not state.registry.serving(parsed.model):
-        raise _model_not_found(parsed.model)
+    if not state.registry.known(parsed.model) and not state.starting():
+        raise model_not_found(parsed.model)
     ex.model = parsed.model
     limit = settings.max_streams_per_key if identity.max_streams is None else identity.max_streams
-    if limit > 0 and not state.slots.try_acquire(identity.user_id, limit):
+    # Every live stream is counted, whatever the limit (0 = unlimited) was when it started, so
+    # a limit lowered while streams run holds new ones back until fewer are running.
+    if not state.slots.try_acquire(identity.user_id, limit):
         state.metrics.rate_limited_streams.inc()
         raise OpenAIError(
             429,
@@ -206,43 +211,16 @@ async def _relay_held(
         return await relay_request(request, state, ex, principal, held)
     finally:
         state.untrack(ex)
-        if limit > 0:
-            state.slots.release(identity.user_id)
-
-
-def _model_not_found(model: str) -> OpenAIError:
-    shown = model if len(model) <= 100 else model[:100] + "…"
-    return OpenAIError(
-        404,
-        f"The model '{shown}' does not exist or you do not have access to it.",
-        code="model_not_found",
-        param="model",
-    )
+        state.slots.release(identity.user_id)
 
 
 # -- model listing ----------------------------------------------------------------------------
 
 
-def _model_object(info: ModelInfo, created: int) -> dict[str, object]:
-    obj: dict[str, object] = {
-        "id": info.id,
-        "object": "model",
-        "created": created,
-        "owned_by": info.owned_by or "remotellm",
-    }
-    if info.context_length:
-        obj["context_length"] = info.context_length
-        obj["max_model_len"] = info.context_length
-    return obj
-
-
 async def _list_models(request: web.Request, ex: Exchange) -> web.StreamResponse:
     state = request.app[BROKER]
     _authenticate(request, state, ex)
-    data = [_model_object(m, state.started_at) for m in state.registry.models()]
-    return web.Response(
-        body=_encoder.encode({"object": "list", "data": data}), content_type="application/json"
-    )
+    return web.Response(body=state.listing.body(), content_type="application/json")
 
 
 async def _get_model(request: web.Request, ex: Exchange) -> web.StreamResponse:
@@ -251,11 +229,9 @@ async def _get_model(request: web.Request, ex: Exchange) -> web.StreamResponse:
     model_id = request.match_info["model_id"]
     info = state.registry.model(model_id)
     if info is None:
-        raise _model_not_found(model_id)
+        raise model_not_found(model_id)
     ex.model = model_id
-    return web.Response(
-        body=_encoder.encode(_model_object(info, state.started_at)), content_type="application/json"
-    )
+    return web.Response(body=state.listing.encode(info), content_type="application/json")
 
 
 # -- OpenAPI ----------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ class Broken:
 
 
 class Tick:
-    """A keep-alive period passed (only scheduled while no response byte has come)."""
+    """A keep-alive period passed (scheduled for streaming requests until they end)."""
 
     __slots__ = ()
 

@@ -77,7 +77,10 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     body_timeout_s: PosFloat = 60.0
     queue_timeout_s: PosFloat = 30.0
     queue_max: NonNegInt = 1024
+    attach_wait_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    model_memory_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
     keepalive_interval_s: PosFloat = 15.0
+    stall_timeout_s: PosFloat = 120.0
     stream_window: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024
     shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     request_timeout_s: PosFloat = 600.0

@@ -7,9 +7,13 @@ client the moment it arrives and grant credit once it is written.
 For a streaming request the response starts the moment the model server answers (the
 connector's ``head``), or at the latest with the first SSE comment ``: keep-alive``, due
 ``keepalive_interval_s`` after the request arrived and repeated until the first byte, so
-clients and proxies with idle timeouts survive a long prefill. Waiting for ``head`` keeps the
-model server's own refusals intact: a prompt over the context length stays an HTTP 400 (which
-clients such as Cline act on) instead of becoming a 200 with an error inside.
+clients and proxies with idle timeouts survive a long prefill. Mid-stream the same timer
+checks for progress: after a period without a byte a ``: keep-alive`` goes out too (only
+between two events, never inside one), and a model server silent for ``stall_timeout_s``
+ends the stream with an SSE error event and a ``cancel`` that aborts its request. Waiting
+for ``head`` keeps the model server's own refusals intact: a prompt over the context length
+stays an HTTP 400 (which clients such as Cline act on) instead of becoming a 200 with an
+error inside.
 
 Once a response has started, a failure cannot change the status any more: a stream gets an
 SSE ``error`` event and ends without ``[DONE]``; a plain response has its connection closed
@@ -17,7 +21,9 @@ mid-body, so it cannot pass for complete.
 
 Retries: when the chosen connector vanishes before the first body byte reached the client
 (during the prefill, say), or answers ``OVERLOADED``/``GOING_AWAY``, the request goes to
-another connector (up to ``MAX_ATTEMPTS``), never twice to the same one.
+another connector (up to ``MAX_ATTEMPTS``), never twice to the same one. When the connector
+went away (lost, draining) and no other serves the model, the request waits the attach wait
+for one to return (a restarting connector usually does within seconds) before its 503.
 """
 
 from __future__ import annotations
@@ -71,11 +77,15 @@ _SSE_HEADERS = {
 
 
 class _Retry(Exception):
-    """This attempt did not start the response; another connector may take it."""
+    """This attempt did not start the response; another connector may take it.
 
-    def __init__(self, error: OpenAIError) -> None:
+    ``gone``: the connector went away (lost, draining), so a replacement may attach soon.
+    """
+
+    def __init__(self, error: OpenAIError, *, gone: bool = True) -> None:
         super().__init__(error.message)
         self.error = error
+        self.gone = gone
 
 
 async def relay_request(
@@ -111,6 +121,11 @@ class _Relay:
         self.keepalive: asyncio.TimerHandle | None = None
         self.head: Head | None = None
         self.error_body: bytearray | None = None
+        #: The last bytes written to the client: a keep-alive only goes between events.
+        self.tail = b""
+        #: Response bytes seen at the last keep-alive tick, and when they last grew.
+        self.seen_nbytes = 0
+        self.progress_at = 0.0
         headers = request.headers
         self.forward_headers = [
             (name.lower(), headers[name][:1024]) for name in _FORWARDED_HEADERS if name in headers
@@ -125,9 +140,10 @@ class _Relay:
             self._arm_keepalive()
         tried: list[ConnectorLink] = []
         error = OpenAIError(503, "No connector is available for this model.", code="no_capacity")
+        gone = False
         try:
             while len(tried) < MAX_ATTEMPTS:
-                if tried and not router.has_candidate(ex.model, tried):
+                if tried and not gone and not router.has_candidate(ex.model, tried):
                     break
                 remaining = max(self.deadline - self.loop.time(), 0.0)
                 link = await acquire_slot(self.state, ex, tried, remaining)
@@ -135,7 +151,7 @@ class _Relay:
                     return await self._attempt(link)
                 except _Retry as retry:
                     tried.append(link)
-                    error = retry.error
+                    error, gone = retry.error, retry.gone
             if "Retry-After" not in error.headers:
                 error.headers.update(retry_after_header(None))
             return await self._fail(error)
@@ -204,6 +220,7 @@ class _Relay:
                         self.body.release()
                     await resp.write(chunk)
                     ex.nbytes += len(chunk)
+                    self.tail = chunk[-4:]
                     await self.request.writer.drain()  # waits only while the client lags
                     if channel.sink is None:
                         channel.sink = self._sink(resp, link, stream_id)
@@ -231,6 +248,7 @@ class _Relay:
         chunked = encoding == "chunked"
         ex = self.ex
         acknowledge = link.acknowledge
+        relay = self
 
         def sink(chunk: bytes) -> bool:
             if protocol.writing_paused or transport.is_closing():
@@ -238,6 +256,7 @@ class _Relay:
             size = len(chunk)
             transport.write(b"%x\r\n%b\r\n" % (size, chunk) if chunked else chunk)
             ex.nbytes += size
+            relay.tail = chunk[-4:]
             acknowledge(stream_id, size)
             return True
 
@@ -261,7 +280,10 @@ class _Relay:
         elif isinstance(item, Cut):
             link.cancel(stream_id, item.reason)
             raise from_cancel(item.reason)
-        elif isinstance(item, Tick) and not ex.nbytes and self.error_body is None:
+        elif isinstance(item, Tick) and self.error_body is None:
+            if ex.nbytes:
+                await self._midstream_tick(link, stream_id)
+                return
             if self.resp is None and self.head is None:  # no answer yet: start the stream
                 await self._start_sse()
             if self.sse is not None:  # never into a plain (JSON) response
@@ -282,6 +304,24 @@ class _Relay:
         elif head.status >= 400:  # the stream already started (keep-alives went out)
             self.error_body = bytearray()  # becomes an SSE error event at the end
 
+    async def _midstream_tick(self, link: ConnectorLink, stream_id: int) -> None:
+        """A keep-alive period passed after the first byte: note progress, keep a silent
+        stream alive between events, end one whose model server stalled."""
+        now = self.loop.time()
+        if self.ex.nbytes != self.seen_nbytes:
+            self.seen_nbytes, self.progress_at = self.ex.nbytes, now
+        elif now - self.progress_at >= self.state.settings.stall_timeout_s:
+            link.cancel(stream_id, CancelReason.DEADLINE)  # the connector aborts the request
+            raise OpenAIError(
+                504,
+                "The model server stopped sending mid-answer "
+                f"(silent for {self.state.settings.stall_timeout_s:g} s).",
+                code="upstream_stalled",
+            )
+        elif self.sse is not None and self.tail.endswith((b"\n\n", b"\r\n\r\n")):
+            await self.sse.write(KEEPALIVE)
+        self._arm_keepalive()
+
     def _untouched(self) -> bool:
         """Nothing of this attempt reached the client: another connector may take over."""
         return not self.ex.nbytes and (self.resp is None or self.resp is self.sse)
@@ -291,8 +331,9 @@ class _Relay:
         ex.usage = checked_usage(end.usage, connector=ex.connector, request_id=ex.request_id)
         if end.error is not None:
             err = from_stream_error(end.error)
-            if self._untouched() and ErrorCode.parse(end.error.code) in RETRYABLE:
-                raise _Retry(err)
+            code = ErrorCode.parse(end.error.code)
+            if self._untouched() and code in RETRYABLE:
+                raise _Retry(err, gone=code is ErrorCode.GOING_AWAY)
             raise err
         if head is not None and self.error_body is not None:
             raise _upstream_error(head.status, bytes(self.error_body))

@@ -49,7 +49,7 @@ async def _readyz(request: web.Request) -> web.Response:
     body: dict[str, object] = {
         "ready": state.ready,
         "connectors": len(state.registry),
-        "models": len(state.registry.models()),
+        "models": len(state.registry.model_ids()),
         "in_flight": state.in_flight,
     }
     if not state.ready:

@@ -26,6 +26,7 @@ __all__ = [
     "from_cancel",
     "from_http_exception",
     "from_stream_error",
+    "model_not_found",
     "retry_after_header",
 ]
 
@@ -151,11 +152,24 @@ _MESSAGES: dict[ErrorCode, str] = {
 }
 
 
+def model_not_found(model: str) -> OpenAIError:
+    """404 for a model no connector serves or served within the model memory."""
+    shown = model if len(model) <= 100 else model[:100] + "…"
+    return OpenAIError(
+        404,
+        f"The model '{shown}' does not exist or you do not have access to it.",
+        code="model_not_found",
+        param="model",
+    )
+
+
 def from_stream_error(error: StreamError) -> OpenAIError:
     """The client-facing error for a connector's ``End(error=...)``."""
     code = ErrorCode.parse(error.code)
     status = ERROR_STATUS[code]
     headers = retry_after_header(error.retry_after) if status in (429, 503) else None
+    if code is ErrorCode.UPSTREAM_UNREACHABLE:  # usually restarting: say when to come back
+        headers = retry_after_header(error.retry_after, default=2.0)
     base = _MESSAGES[code]
     detail = error.message.strip()[:500]
     message = f"{base} ({detail})" if detail else base

@@ -3,8 +3,9 @@
 The rules:
 
 * a request goes to the least-loaded connector serving its model (load = active streams
-  relative to the connector's advertised ``max_streams``), never past that limit and never to
-  a connector that sent or received ``goaway``;
+  relative to the connector's advertised ``max_streams``), never past that limit, never to
+  a connector that sent or received ``goaway`` and never to one whose LLM server is down
+  (it announced the model unavailable);
 * a retry (the first connector vanished before the first byte, or answered ``OVERLOADED`` /
   ``GOING_AWAY``) excludes the connectors that already failed it;
 * when every candidate is full, the request waits in a ``FairQueue``, and each freed slot
@@ -45,7 +46,7 @@ class Waiter(Generic[C]):
         self.exclude = exclude
 
     def accepts(self, conn: C) -> bool:
-        return self.model in conn.models and conn not in self.exclude
+        return conn.serves(self.model) and conn not in self.exclude
 
 
 class Router(Generic[C]):
@@ -56,14 +57,18 @@ class Router(Generic[C]):
         self.queue: FairQueue[Waiter[C]] = FairQueue(queue_max)
 
     def has_candidate(self, model: str, exclude: Collection[C] = ()) -> bool:
-        """True when some accepting connector serves ``model`` (busy or not)."""
-        return any(c.accepting and c not in exclude for c in self.registry.serving(model))
+        """True when some accepting connector serves ``model`` (busy or not) with its LLM
+        server up."""
+        return any(
+            c.accepting and c not in exclude and c.serves(model)
+            for c in self.registry.serving(model)
+        )
 
     def pick(self, model: str, exclude: Collection[C] = ()) -> C | None:
         """Take a slot on the least-loaded connector with room for ``model``, or None."""
         best: C | None = None
         for conn in self.registry.serving(model):
-            if not conn.has_room or conn in exclude:
+            if not conn.has_room or conn in exclude or not conn.serves(model):
                 continue
             # active/max_streams compared without division; ties go to fewer active streams.
             if best is None or (conn.active * best.max_streams, conn.active) < (

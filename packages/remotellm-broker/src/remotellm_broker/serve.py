@@ -5,6 +5,10 @@ file > defaults). With nothing configured the broker still starts, on loopback, 
 exactly how to create an API key and attach a connector, generating a connector token when
 none exists yet (it is stored hashed in the users file and printed this once).
 
+Both listeners set ``SO_REUSEPORT``, so a new broker process can start on the same ports while
+the old one drains: a restart serves new requests as soon as the new process listens (see
+docs/deploy: two instances of the systemd template unit take turns).
+
 Shutdown, in order: readiness goes false, the listening sockets close, every connector gets
 ``goaway``, in-flight requests have ``shutdown_timeout`` seconds to finish, the rest end with
 an error, connectors are closed with 1001, the health server stops last. A second signal
@@ -14,9 +18,11 @@ exits at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +36,7 @@ from remotellm_broker.config import BrokerSettings, ConfigError, load_settings
 from remotellm_broker.logs import configure_logging, get_logger
 from remotellm_broker.users import UserStore, UserStoreError
 
-__all__ = ["BindError", "Bound", "run_broker", "serve"]
+__all__ = ["BindError", "Bound", "run_broker", "sd_notify", "serve"]
 
 log = get_logger("remotellm_broker.serve")
 
@@ -51,9 +57,25 @@ class BindError(OSError):
         )
 
 
+def sd_notify(message: bytes) -> None:
+    """Tell systemd about our state (``Type=notify``: ``READY=1`` once listening, so a unit
+    that takes over from a draining one is "started" only when it serves); a no-op outside
+    systemd."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address.startswith(("/", "@")):
+        return
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(message, address)
+
+
 async def _listen(runner: web.AppRunner, what: str, host: str, port: int, flag: str) -> None:
+    # SO_REUSEPORT: a new broker process binds the same ports while the old one drains, so a
+    # restart serves new requests at once (the kernel only shares a port between sockets of
+    # the same user that all set the option; anything else holding it is still "in use").
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=True).start()
     except OSError as exc:
         raise BindError(what, host, port, flag, exc) from None
 
@@ -126,17 +148,22 @@ async def run_broker(
         )
         if started is not None:
             started(bound)
+        sd_notify(b"READY=1")
         # Everything alive now (modules, app, settings) lives as long as the process: keep it
         # out of the collector's generations, so each collection only walks request garbage.
         gc.collect()
         gc.freeze()
         await stop.wait()
     finally:
+        sd_notify(b"STOPPING=1")
         state = app.get(BROKER)
         if state is not None:
-            state.begin_shutdown()  # readiness false, goaway to connectors
+            state.ready = False
             for site in list(runner.sites):
-                await site.stop()  # no new connections
+                # No new connections: first, so that a new process sharing the port
+                # (SO_REUSEPORT) gets them rather than this one answering "shutting down".
+                await site.stop()
+            state.begin_shutdown()  # goaway to connectors, queued requests end
             await drain(state, settings.shutdown_timeout)
         await runner.cleanup()
         await health_runner.cleanup()

@@ -21,6 +21,7 @@ from remotellm_broker.config import BrokerSettings
 from remotellm_broker.exchange import Exchange
 from remotellm_broker.intake import BodyBudget
 from remotellm_broker.link import ConnectorLink
+from remotellm_broker.listing import ModelListing
 from remotellm_broker.logs import get_logger
 from remotellm_broker.metrics import Metrics
 from remotellm_broker.ratelimit import RateLimiter, StreamSlots
@@ -51,8 +52,10 @@ class BrokerState:
         self.heartbeat_s = heartbeat_s
         self.handshake_timeout_s = handshake_timeout_s
         self.started_at = int(time.time())
-        self.registry: Registry[ConnectorLink] = Registry()
+        self._started = time.monotonic()
+        self.registry: Registry[ConnectorLink] = Registry(memory_s=settings.model_memory_s)
         self.router: Router[ConnectorLink] = Router(self.registry, settings.queue_max)
+        self.listing = ModelListing(self.registry, self.started_at)
         self.metrics = Metrics()
         self.limiter = RateLimiter()
         self.slots = StreamSlots()
@@ -139,6 +142,11 @@ class BrokerState:
     def models_changed(self, link: ConnectorLink, models: Sequence[ModelInfo]) -> None:
         self.registry.update_models(link, models)
         self.router.offer(link)
+
+    def starting(self) -> bool:
+        """True during the first ``attach_wait_s`` of the process: connectors are still
+        finding this broker (a restart), so a model not known yet may be a moment away."""
+        return time.monotonic() - self._started < self.settings.attach_wait_s
 
     # -- requests in flight -----------------------------------------------------------------
 

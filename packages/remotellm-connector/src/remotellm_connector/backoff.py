@@ -6,11 +6,13 @@ so a fleet of connectors that lost the same broker does not come back in lockste
 What moves ``n``:
 
 - a failed attempt (TCP, TLS, HTTP upgrade, ``hello``/``welcome``) makes it grow;
-- a connection that stayed up for ``stable_s`` (a minute), or that the broker ended on purpose
-  (``goaway``, close code 1000/1001: a planned restart), resets it, so the connector is back
-  within about ``base`` seconds;
-- any other end of a connection (killed mid-stream after a few seconds) leaves it as it is:
-  a broker that accepts and then drops us is not hammered faster, nor punished harder;
+- a connection that was up and serving resets it: it carried a stream, stayed up for
+  ``serving_s`` (10 s), or the broker ended it on purpose (``goaway``, close code 1000/1001: a
+  planned restart). The outage that follows is probably a broker restart, so for ``fast_s``
+  (30 s) the delay also stays under ``fast_cap`` (2 s): the connector is back within about
+  that long of the broker listening again, however many attempts the restart took;
+- a short connection that served nothing (the broker accepts and drops us at once: flapping)
+  counts as a failure, so a flapping broker is not hammered;
 - ``grow=True`` on a disconnect counts it as a failure (another connector took our name).
 
 The caller owns the clock and the random source, so tests drive the policy step by step.
@@ -31,7 +33,9 @@ class Backoff:
         *,
         base: float = 1.0,
         cap: float = 30.0,
-        stable_s: float = 60.0,
+        serving_s: float = 10.0,
+        fast_cap: float = 2.0,
+        fast_s: float = 30.0,
         alert_after: int = 5,
         rng: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
@@ -40,7 +44,9 @@ class Backoff:
             raise ValueError("need 0 < base <= cap")
         self.base = base
         self.cap = cap
-        self.stable_s = stable_s
+        self.serving_s = serving_s
+        self.fast_cap = fast_cap
+        self.fast_s = fast_s
         self.alert_after = alert_after
         self._rng = rng
         self._clock = clock
@@ -49,6 +55,7 @@ class Backoff:
         #: Failed attempts in a row since the last successful handshake.
         self.failures = 0
         self._up_since: float | None = None
+        self._fast_until = float("-inf")
 
     @property
     def alerting(self) -> bool:
@@ -57,7 +64,10 @@ class Backoff:
 
     def ceiling(self) -> float:
         """The largest delay the next call may return."""
-        return min(self.cap, self.base * 2.0 ** min(self.attempts, 64))
+        ceiling = min(self.cap, self.base * 2.0 ** min(self.attempts, 64))
+        if self._clock() < self._fast_until:
+            return min(ceiling, self.fast_cap)
+        return ceiling
 
     def _delay(self) -> float:
         return self._rng() * self.ceiling()
@@ -74,14 +84,16 @@ class Backoff:
         self.failures = 0
         self._up_since = self._clock()
 
-    def disconnected(self, *, planned: bool, grow: bool = False) -> float:
-        """A connection ended: the delay before dialling again."""
+    def disconnected(self, *, planned: bool, grow: bool = False, served: bool = False) -> float:
+        """A connection ended (``served``: it carried at least one stream): the delay before
+        dialling again."""
         up_since, self._up_since = self._up_since, None
-        uptime = 0.0 if up_since is None else self._clock() - up_since
-        if grow:
-            delay = self._delay()
-            self.attempts += 1
-            return delay
-        if planned or uptime >= self.stable_s:
+        now = self._clock()
+        uptime = 0.0 if up_since is None else now - up_since
+        if not grow and (planned or served or uptime >= self.serving_s):
             self.attempts = 0
-        return self._delay()
+            self._fast_until = now + self.fast_s
+            return self._delay()
+        delay = self._delay()  # replaced, or flapping: as a failed attempt
+        self.attempts += 1
+        return delay

@@ -65,6 +65,9 @@ class ConnectorSettings(msgspec.Struct, frozen=True, kw_only=True):
     # -- timing ------------------------------------------------------------------------------
     shutdown_grace_s: float = 30.0
     models_refresh_s: float = 30.0
+    #: While the LLM server does not answer, how often it is probed (its models stay known,
+    #: marked unavailable, and are announced available again within about this long).
+    llm_probe_interval_s: float = 1.0
     llm_connect_timeout_s: float = 5.0
     #: Longest silence from the LLM (prefill before the first byte, gap between chunks).
     llm_read_timeout_s: float = 300.0
@@ -204,6 +207,7 @@ def _rules(s: ConnectorSettings) -> list[tuple[str, bool, str]]:
         rules.append((key, getattr(s, key) >= 0, "must be 0 or more"))
     for key in (
         "models_refresh_s",
+        "llm_probe_interval_s",
         "llm_connect_timeout_s",
         "llm_read_timeout_s",
         "ping_interval_s",

@@ -10,11 +10,17 @@ list, llama.cpp's ``/props`` (``default_generation_settings.n_ctx``), Ollama's `
 id, so the periodic re-read is one request on most servers.
 
 The watcher keeps the list current and bumps ``version`` when it changes; the relay link waits
-for that and sends a ``models`` frame. After two failed reads in a row the list is withdrawn
-(announced empty) so the broker stops routing here while the LLM server is down.
+for that and sends a ``models`` frame. A server that is down is not a model that does not
+exist: after two failed reads in a row the list is announced again with every model marked
+unavailable, so the broker keeps the models known (clients get 503 with ``Retry-After``, not
+404) but routes nothing here. While reads fail the server is probed every ``probe_interval``
+seconds instead of ``interval``, and a request that finds the server unreachable ``poke``s the
+watcher to check at once, so the models are marked down within a probe or two of the failure
+and announced available again within about one probe interval of the server's return.
 """
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Sequence
 from typing import Any, Final
@@ -195,12 +201,14 @@ class ModelWatcher:
         *,
         autodetect: bool,
         interval: float,
+        probe_interval: float = 1.0,
         candidates: Sequence[tuple[str, str]] = CANDIDATES,
     ) -> None:
         self.upstream = upstream
         self.autodetect = autodetect
         self.candidates = candidates
         self.interval = interval
+        self.probe_interval = probe_interval
         self.models: list[ModelInfo] = []
         self.model_ids: frozenset[str] = frozenset()
         self.reachable = False
@@ -210,6 +218,7 @@ class ModelWatcher:
         self._failures = 0
         self._cache: dict[str, int | None] = {}
         self._changed = asyncio.Event()
+        self._poked = asyncio.Event()
 
     async def refresh(self) -> None:
         """Read the model list once (finding the server first when autodetecting)."""
@@ -246,7 +255,21 @@ class ModelWatcher:
         self._failures += 1
         self._cache.clear()
         if self._failures >= 2:
-            self._set([])
+            self._set([msgspec.structs.replace(m, available=False) for m in self.models])
+
+    def poke(self) -> None:
+        """A request found the LLM server unreachable: read the list now, not at the next
+        interval."""
+        self._poked.set()
+
+    async def wait_next(self) -> None:
+        """Sleep until the next read is due: ``interval`` while the server answers,
+        ``probe_interval`` while it does not, at once when poked."""
+        delay = self.probe_interval if self._failures else self.interval
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._poked.wait()
+        self._poked.clear()
 
     def _set(self, models: list[ModelInfo]) -> None:
         if models != self.models:
@@ -263,9 +286,9 @@ class ModelWatcher:
         return self.version
 
     async def run(self) -> None:
-        """Re-read the list every ``interval`` seconds, forever."""
+        """Re-read the list when due (see ``wait_next``), forever."""
         while True:
-            await asyncio.sleep(self.interval)
+            await self.wait_next()
             try:
                 await self.refresh()
             except Exception:  # never let discovery kill the daemon

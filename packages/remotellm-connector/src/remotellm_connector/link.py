@@ -3,8 +3,10 @@
 It dials ``/v1/relay`` with the token and the subprotocols of every wire version this release
 speaks, sends ``hello``, waits for ``welcome``, then pumps: each binary message goes through
 ``session.receive`` to the dispatcher, each frame a stream task sends goes through
-``session.send`` to the socket. WebSocket ping/pong notices a dead link within
-``ping_interval_s + ping_timeout_s + CLOSE_TIMEOUT_S`` (5 + 7 + 2 = 14 s by default).
+``session.send`` to the socket. A dead link is noticed within about
+``ping_interval_s + ping_timeout_s + CLOSE_TIMEOUT_S`` (5 + 7 + 2 = 14 s by default): no pong
+and none of our bytes acknowledged for that long (``liveness``), so a slow, throttled link
+with a backlog ahead of the pings is not taken for a dead one.
 
 A frame the session rejects closes the connection with the error's close code and one log line;
 the service then reconnects. Nothing the broker sends can crash the process.
@@ -28,6 +30,7 @@ from websockets.typing import Subprotocol
 from remotellm_connector.__about__ import __version__
 from remotellm_connector.discovery import ModelWatcher
 from remotellm_connector.dispatch import Abort, Dispatcher, RelayGone
+from remotellm_connector.liveness import Liveness
 from remotellm_connector.metrics import Metrics
 from remotellm_connector.policy import Policy
 from remotellm_connector.upstream import Upstream
@@ -41,6 +44,7 @@ from remotellm_protocol import (
     Hello,
     LocalProtocolError,
     Models,
+    Open,
     RemoteProtocolError,
     SessionState,
     Welcome,
@@ -66,6 +70,8 @@ class LinkResult(NamedTuple):
     planned: bool = False
     replaced: bool = False
     reason: str = ""
+    #: The broker opened at least one stream on it: it was up and serving.
+    served: bool = False
 
 
 class HandshakeError(Exception):
@@ -141,6 +147,9 @@ class Link:
         self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
         self._on_connected = on_connected
         self.connected = False
+        #: Set when the broker sent ``goaway``: it drains (a restart). Its streams finish on
+        #: this link while the service already dials the next one.
+        self.broker_goaway = asyncio.Event()
         self.dispatcher: Dispatcher | None = None
         self.writer: FrameWriter | None = None
 
@@ -153,10 +162,10 @@ class Link:
             models=list(self.watcher.models),
             max_streams=self.max_streams,
         )
+        # No websockets keepalive: ``Liveness`` pings and judges the link by progress.
         dial = asyncio.ensure_future(
-            open_relay(self.url, self._token, hello, ping_interval=self.ping_interval,
-                       ping_timeout=self.ping_timeout)
-        )  # fmt: skip
+            open_relay(self.url, self._token, hello, ping_interval=None, ping_timeout=None)
+        )
         stop = asyncio.ensure_future(stopping.wait())
         try:
             await asyncio.wait((dial, stop), return_when=asyncio.FIRST_COMPLETED)
@@ -212,6 +221,7 @@ class Link:
                 known_models=lambda: self.watcher.model_ids,
             )
             helpers = [
+                tg.create_task(self._watch(ws, writer, state)),
                 tg.create_task(self._announce(send, seen)),
                 tg.create_task(self._drain(ws, send, dispatcher, stopping, forced, grace, state)),
             ]
@@ -229,7 +239,9 @@ class Link:
         reason = state.reason or f"closed by the broker ({rcvd} {ws.close_reason or ''})".strip()
         if replaced:
             log.warning("relay_replaced", hint="another connector uses the same --name")
-        return LinkResult(connected=True, planned=planned, replaced=replaced, reason=reason)
+        return LinkResult(
+            connected=True, planned=planned, replaced=replaced, reason=reason, served=state.served
+        )
 
     async def _pump(
         self,
@@ -244,9 +256,13 @@ class Link:
                 if not isinstance(message, bytes):
                     raise RemoteProtocolError("text message on the relay")
                 frame = session.receive(message)
+                state.received += 1
                 if type(frame) is GoAway:
                     state.goaway = True
+                    self.broker_goaway.set()
                     log.info("broker_goaway", reason=frame.reason)
+                elif type(frame) is Open:
+                    state.served = True
                 handle(frame)
         except RemoteProtocolError as err:
             state.reason = f"protocol error: {err.message}"
@@ -258,6 +274,20 @@ class Link:
             if exc.rcvd is None:  # the broker said nothing: we closed, or the link died
                 what = f"{exc.sent.code} {exc.sent.reason}" if exc.sent else "no close frame"
                 state.reason = f"connection lost ({what})".strip()
+
+    async def _watch(self, ws: ClientConnection, writer: FrameWriter, state: "_LinkState") -> None:
+        """Close the connection once ``Liveness`` finds it dead."""
+        liveness = Liveness(
+            ws,
+            lambda: writer.written,
+            lambda: state.received,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+        )
+        why = await liveness.run()
+        state.reason = f"connection lost ({why})"
+        log.warning("relay_dead", reason=why)
+        await ws.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
     async def _announce(self, send: Callable[[Frame], Awaitable[None]], seen: int) -> None:
         """Send ``models`` whenever discovery reports a change."""
@@ -307,10 +337,12 @@ class Link:
 
 
 class _LinkState:
-    __slots__ = ("goaway", "planned", "reason")
+    __slots__ = ("goaway", "planned", "reason", "received", "served")
 
     def __init__(self) -> None:
+        self.received = 0
         self.goaway = False
+        self.served = False
         self.planned = False
         self.reason = ""
 

@@ -64,6 +64,8 @@ class Connector:
         self.forced = asyncio.Event()
         self.health: HealthServer | None = None
         self.link: Link | None = None
+        #: Links to a draining broker still finishing their streams.
+        self._draining_links: set[asyncio.Future[LinkResult]] = set()
         self._connections = 0
 
     def request_stop(self) -> None:
@@ -88,8 +90,12 @@ class Connector:
             pool_size=s.max_streams + 4,
         ) as upstream:
             watcher = ModelWatcher(
-                upstream, autodetect=llm_url is None, interval=s.models_refresh_s
+                upstream,
+                autodetect=llm_url is None,
+                interval=s.models_refresh_s,
+                probe_interval=s.llm_probe_interval_s,
             )
+            upstream.on_unreachable = watcher.poke
             await self._refresh(watcher)
             self.health = HealthServer(
                 make_health_app(self.status, self.metrics), s.health_host, s.health_port
@@ -130,7 +136,7 @@ class Connector:
 
     async def _refresh_forever(self, watcher: ModelWatcher) -> None:
         while True:
-            await asyncio.sleep(watcher.interval)
+            await watcher.wait_next()
             try:
                 await self._refresh(watcher)
             except Exception:  # discovery must never take the daemon down
@@ -152,11 +158,7 @@ class Connector:
                 ping_timeout=s.ping_timeout_s,
                 on_connected=self._connected,
             )
-            try:
-                result = await self.link.run(self.stopping, self.forced, s.shutdown_grace_s)
-            except Exception as exc:  # a bug must not end a daemon meant to run for months
-                log.exception("relay_failed")
-                result = LinkResult(connected=True, reason=f"internal error: {exc!r}")
+            result = await self._serve_link(self.link)
             self.status.relay_up = False
             self.metrics.relay_connected.set(0)
             if self.stopping.is_set():
@@ -183,10 +185,38 @@ class Connector:
                     log.error("giving_up", failures=self.backoff.failures)
                     return 1
             else:
-                delay = self.backoff.disconnected(planned=result.planned, grow=result.replaced)
+                delay = self.backoff.disconnected(
+                    planned=result.planned, grow=result.replaced, served=result.served
+                )
                 log.info("relay_down", reason=result.reason, retry_in_s=round(delay, 2))
             await self._sleep(delay)
+        if self._draining_links:  # their own drain follows ``stopping`` and ``forced``
+            await asyncio.gather(*self._draining_links, return_exceptions=True)
         return 1 if self.forced.is_set() else 0
+
+    async def _serve_link(self, link: Link) -> LinkResult:
+        """Run ``link`` until it ends, or until the broker sends ``goaway``: a draining
+        (restarting) broker finishes its streams on the old link while the loop dials again,
+        so a new broker process on the same address gets this connector within a second."""
+        run = asyncio.ensure_future(self._run_link(link))
+        goaway = asyncio.ensure_future(link.broker_goaway.wait())
+        try:
+            await asyncio.wait((run, goaway), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            goaway.cancel()
+        if run.done():
+            return run.result()
+        self._draining_links.add(run)
+        run.add_done_callback(self._draining_links.discard)
+        log.info("relay_draining_elsewhere", hint="the broker is restarting; dialling again")
+        return LinkResult(connected=True, planned=True, reason="broker goaway", served=True)
+
+    async def _run_link(self, link: Link) -> LinkResult:
+        try:
+            return await link.run(self.stopping, self.forced, self.settings.shutdown_grace_s)
+        except Exception as exc:  # a bug must not end a daemon meant to run for months
+            log.exception("relay_failed")
+            return LinkResult(connected=True, reason=f"internal error: {exc!r}")
 
     def _connected(self) -> None:
         self.backoff.connected()

@@ -13,7 +13,7 @@ the client is gone and stops generating.
 """
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Final, Self
@@ -162,6 +162,8 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
         #: False once the server was seen to refuse ``stream_options`` (then never sent).
         self.stream_options_ok = True
+        #: Called when a request cannot connect (discovery then re-checks the server at once).
+        self.on_unreachable: Callable[[], None] = _nothing
 
     async def __aenter__(self) -> Self:
         connector = aiohttp.TCPConnector(
@@ -234,8 +236,10 @@ class Upstream:
                 req.method, self.base_url + req.path, data=body, headers=headers
             )
         except aiohttp.ConnectionTimeoutError as exc:
+            self.on_unreachable()
             raise UpstreamUnreachable(f"connecting to the LLM server timed out: {exc}") from exc
         except aiohttp.ClientConnectorError as exc:
+            self.on_unreachable()
             raise UpstreamUnreachable(f"cannot connect to the LLM server: {_why(exc)}") from exc
         except TimeoutError as exc:
             raise UpstreamTimeout("the LLM server did not answer in time") from exc
@@ -247,6 +251,10 @@ async def _pieces(body: bytes) -> AsyncIterator[memoryview]:
     view = memoryview(body)
     for offset in range(0, len(body), _LARGE_BODY):
         yield view[offset : offset + _LARGE_BODY]
+
+
+def _nothing() -> None:
+    pass
 
 
 def _why(exc: BaseException) -> str:

@@ -45,7 +45,16 @@ class RelayGone(Exception):
 class FrameWriter:
     """Frames, masks and batches binary messages for one client connection."""
 
-    __slots__ = ("_buf", "_keys", "_keys_at", "_loop", "_scheduled", "_transport", "_ws")
+    __slots__ = (
+        "_buf",
+        "_keys",
+        "_keys_at",
+        "_loop",
+        "_scheduled",
+        "_transport",
+        "_ws",
+        "written",
+    )
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
@@ -57,6 +66,8 @@ class FrameWriter:
         #: from os.urandom in blocks of 1024 keys: one system call per 1024 frames, not per frame.
         self._keys = b""
         self._keys_at = 0
+        #: Bytes handed to the transport so far (liveness measures the peer's progress).
+        self.written = 0
 
     def write(self, payload: bytes) -> None:
         """Queue one binary message; it is written at the end of this loop turn."""
@@ -93,4 +104,6 @@ class FrameWriter:
             return
         buf, self._buf = self._buf, []
         if self._ws.protocol.state is State.OPEN and not self._transport.is_closing():
-            self._transport.write(b"".join(buf))
+            data = b"".join(buf)
+            self.written += len(data)
+            self._transport.write(data)

@@ -48,6 +48,9 @@ class ModelInfo(_Value, frozen=True, kw_only=True):
     id: str
     owned_by: str | None = None
     context_length: int | None = None
+    #: False while the LLM server behind the model does not answer: the model stays known
+    #: (clients get 503 with ``Retry-After``, not 404) but no stream is routed to it.
+    available: bool = True
 
 
 class Principal(_Value, frozen=True, kw_only=True):
