@@ -48,6 +48,10 @@ class ModelInfo(_Value, frozen=True, kw_only=True):
     id: str
     owned_by: str | None = None
     context_length: int | None = None
+    #: The API paths the model's server answers (``/v1/responses``, ``/v1/messages``, ...),
+    #: found by the connector's probes; None when the connector does not say (an older one):
+    #: the broker then assumes the OpenAI routes of wire version 1 only.
+    endpoints: list[str] | None = None
 
 
 class Principal(_Value, frozen=True, kw_only=True):
