@@ -151,6 +151,8 @@ class ConnectorPeer:
     script: Script = field(default_factory=lambda: serve_sse())
     context_length: int | None = None
     subprotocols: Sequence[str] = SUBPROTOCOLS
+    #: ``ModelInfo.endpoints`` announced for every model (None: an older connector).
+    endpoints: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         self.session = ConnectorSession()
@@ -175,7 +177,12 @@ class ConnectorPeer:
             autoping=True,
         )
         infos = [
-            ModelInfo(id=m, owned_by="tests", context_length=self.context_length)
+            ModelInfo(
+                id=m,
+                owned_by="tests",
+                context_length=self.context_length,
+                endpoints=None if self.endpoints is None else list(self.endpoints),
+            )
             for m in self.models
         ]
         await self.send(

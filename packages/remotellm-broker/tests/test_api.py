@@ -140,7 +140,11 @@ async def test_model_listing_is_the_union_with_context_length(rig: Rig) -> None:
     models = await rig.client().models.list()
     by_id = {m.id: m for m in models.data}
     assert sorted(by_id) == ["m1", "m2", "org/m2"]
-    assert by_id["org/m2"].model_extra == {"context_length": 8192, "max_model_len": 8192}
+    assert by_id["org/m2"].model_extra == {
+        "context_length": 8192,
+        "max_model_len": 8192,
+        "endpoints": ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"],
+    }
     assert by_id["m2"].owned_by == "tests"
     one = await rig.client().models.retrieve("org/m2")
     assert one.id == "org/m2"

@@ -1,12 +1,15 @@
-"""The OpenAI-compatible routes: completions, chat, embeddings, model listing, OpenAPI.
+"""The API routes: OpenAI (completions, chat, embeddings, model listing, OpenAPI), the
+OpenAI Responses API and the Anthropic Messages API.
 
-Every route runs inside ``_openai_route``, which gives the request its ``Exchange`` (request
-id, the record for the log line and metrics), turns any ``OpenAIError`` into OpenAI's JSON
-error shape, and writes exactly one log line when the request ends, however it ends.
+Every route runs inside ``_api_route``, which gives the request its ``Exchange`` (request
+id, the record for the log line and metrics), turns any ``OpenAIError`` into the error shape
+of the route's API (``surfaces``: OpenAI's, or Anthropic's on ``/v1/messages``), and writes
+exactly one log line when the request ends, however it ends.
 
 The order of checks for a relayed request is cheapest-first and never reads a body the
 client may not send: size (413) → key (401/403) → rate limit (429) → body (400) → model
-(404) → concurrent streams (429) → relay.
+(404) → endpoint offered by a connector of the model (400) → concurrent streams (429) →
+relay.
 """
 
 from __future__ import annotations
@@ -25,6 +28,16 @@ from remotellm_broker.forward import relay_request
 from remotellm_broker.logs import get_logger
 from remotellm_broker.openai_errors import OpenAIError, from_http_exception, retry_after_header
 from remotellm_broker.state import BROKER, BrokerState
+from remotellm_broker.surfaces import (
+    ANTHROPIC,
+    BASELINE_ENDPOINTS,
+    OPENAI,
+    RESPONSES,
+    Surface,
+    endpoint_for,
+    missing_endpoint,
+    surface_for,
+)
 from remotellm_broker.users import KeyIdentity
 from remotellm_protocol import ModelInfo, Principal
 
@@ -33,6 +46,12 @@ __all__ = ["RELAYED_PATHS", "add_api_routes"]
 log = get_logger("remotellm_broker.api")
 
 RELAYED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+#: The routes of the other APIs, and whose error shape each one answers in.
+SURFACE_PATHS: dict[str, Surface] = {
+    "/v1/responses": RESPONSES,
+    "/v1/messages": ANTHROPIC,
+    "/v1/messages/count_tokens": ANTHROPIC,
+}
 _MAX_KEY_LENGTH = 256
 _encoder = msgspec.json.Encoder()
 
@@ -41,13 +60,17 @@ RouteHandler = Callable[[web.Request, Exchange], Awaitable[web.StreamResponse]]
 
 def add_api_routes(app: web.Application) -> None:
     for path in RELAYED_PATHS:
-        app.router.add_post(path, _openai_route(_relayed))
-    app.router.add_get("/v1/models", _openai_route(_list_models))
-    app.router.add_get("/v1/models/{model_id:.+}", _openai_route(_get_model))
+        app.router.add_post(path, _api_route(_relayed))
+    for path, surface in SURFACE_PATHS.items():
+        app.router.add_post(path, _api_route(_relayed, surface))
+    app.router.add_get("/v1/models", _api_route(_list_models))
+    app.router.add_get("/v1/models/{model_id:.+}", _api_route(_get_model))
     app.router.add_get("/openapi.json", _openapi)
 
 
-def _openai_route(handler: RouteHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _api_route(
+    handler: RouteHandler, surface: Surface = OPENAI
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def route(request: web.Request) -> web.StreamResponse:
         state = request.app[BROKER]
         ex = Exchange(request_id_for(request.headers), request.method, request.path)
@@ -57,10 +80,10 @@ def _openai_route(handler: RouteHandler) -> Callable[[web.Request], Awaitable[we
                 ex.status = resp.status
         except OpenAIError as err:
             ex.status = err.status
-            resp = err.response()
+            resp = surface.response(err)
         except web.HTTPException as exc:  # 413 from reading the body, ...
             ex.status = exc.status
-            resp = from_http_exception(exc, request.method, request.path).response()
+            resp = surface.response(from_http_exception(exc, request.method, request.path))
         except asyncio.CancelledError:
             ex.status = ex.status or 499
             raise
@@ -100,13 +123,13 @@ def _authenticate(request: web.Request, state: BrokerState, ex: Exchange) -> Key
     if auth is not None:
         scheme, _, key = auth.partition(" ")
         key = key.strip() if scheme.lower() == "bearer" else ""
-    else:
-        key = request.headers.get("api-key", "").strip()
+    else:  # Azure-style clients send api-key, Anthropic's send x-api-key
+        key = (request.headers.get("x-api-key") or request.headers.get("api-key") or "").strip()
     if auth is None and not key:
         raise OpenAIError(
             401,
             "You didn't provide an API key. Send it in an Authorization header using Bearer "
-            "auth (Authorization: Bearer YOUR_KEY) or in an api-key header.",
+            "auth (Authorization: Bearer YOUR_KEY) or in an x-api-key or api-key header.",
         )
     identity = None
     if key and len(key) <= _MAX_KEY_LENGTH and key.isascii() and key.isprintable():
@@ -174,6 +197,11 @@ async def _relayed(request: web.Request, ex: Exchange) -> web.StreamResponse:
     if not state.registry.serving(parsed.model):
         raise _model_not_found(parsed.model)
     ex.model = parsed.model
+    endpoint = endpoint_for(request.path)
+    if endpoint is not None and not any(
+        c.offers(parsed.model, endpoint) for c in state.registry.serving(parsed.model)
+    ):
+        raise missing_endpoint(parsed.model, endpoint)
     limit = settings.max_streams_per_key if identity.max_streams is None else identity.max_streams
     if limit > 0 and not state.slots.try_acquire(identity.key_id, limit):
         state.metrics.rate_limited_streams.inc()
@@ -186,7 +214,15 @@ async def _relayed(request: web.Request, ex: Exchange) -> web.StreamResponse:
     principal = Principal(user_id=identity.user_id, key_id=identity.key_id, name=identity.name)
     state.track(ex)
     try:
-        return await relay_request(request, state, ex, principal, body)
+        return await relay_request(
+            request,
+            state,
+            ex,
+            principal,
+            body,
+            surface=surface_for(request.path),
+            endpoint=endpoint,
+        )
     finally:
         state.untrack(ex)
         if limit > 0:
@@ -216,6 +252,7 @@ def _model_object(info: ModelInfo, created: int) -> dict[str, object]:
     if info.context_length:
         obj["context_length"] = info.context_length
         obj["max_model_len"] = info.context_length
+    obj["endpoints"] = sorted({*BASELINE_ENDPOINTS, *(info.endpoints or ())})
     return obj
 
 

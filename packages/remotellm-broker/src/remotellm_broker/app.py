@@ -28,6 +28,7 @@ from remotellm_broker.openai_errors import OpenAIError, from_http_exception
 from remotellm_broker.portal import add_portal
 from remotellm_broker.relay import relay_endpoint
 from remotellm_broker.state import BROKER, BrokerState
+from remotellm_broker.surfaces import surface_for
 from remotellm_broker.users import RELOAD_INTERVAL_S, UserStore
 from remotellm_protocol import DEFAULT_HEARTBEAT_S, CancelReason
 
@@ -128,7 +129,8 @@ def _is_api(request: web.Request) -> bool:
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """OpenAI-shaped errors for unknown paths and methods and anything unexpected, plus an
+    """Errors for unknown paths and methods and anything unexpected, in the shape of the API
+    the path belongs to (OpenAI's; Anthropic's under ``/v1/messages``), plus an
     ``X-Request-ID`` on every response."""
     try:
         resp = await handler(request)
@@ -155,7 +157,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 def _refused(request: web.Request, error: OpenAIError) -> web.Response:
     """The error response of a request no route handled, and its log line."""
     request_id = request_id_for(request.headers)
-    resp = error.response()
+    resp = surface_for(request.path).response(error)
     resp.headers["X-Request-ID"] = request_id
     log.info(
         "request",

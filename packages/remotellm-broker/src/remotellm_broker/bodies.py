@@ -45,11 +45,32 @@ class _Embedding(msgspec.Struct):
     input: str | list[Any]
 
 
+class _Response(msgspec.Struct):
+    """OpenAI Responses API (``input`` may be absent when ``previous_response_id`` or a
+    stored prompt supplies it: the model server decides)."""
+
+    model: _ModelId
+    input: str | list[Any] | None = None
+    stream: bool | None = None
+
+
+class _Message(msgspec.Struct):
+    """Anthropic Messages API, and its ``count_tokens`` (which has no ``stream``)."""
+
+    model: _ModelId
+    messages: Annotated[list[Any], msgspec.Meta(min_length=1)]
+    stream: bool | None = None
+
+
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "/v1/chat/completions": msgspec.json.Decoder(_Chat),
     "/v1/completions": msgspec.json.Decoder(_Completion),
     "/v1/embeddings": msgspec.json.Decoder(_Embedding),
+    "/v1/responses": msgspec.json.Decoder(_Response),
+    "/v1/messages": msgspec.json.Decoder(_Message),
+    "/v1/messages/count_tokens": msgspec.json.Decoder(_Message),
 }
+_NOT_STREAMED = (_Embedding,)
 
 
 def parse_body(path: str, body: bytes) -> ParsedBody:
@@ -71,7 +92,8 @@ def parse_body(path: str, body: bytes) -> ParsedBody:
     except RecursionError:
         raise _invalid("The JSON body is nested too deeply.") from None
     stream = bool(getattr(parsed, "stream", False))
-    return ParsedBody(model=parsed.model, stream=stream and not isinstance(parsed, _Embedding))
+    streamed = path != "/v1/messages/count_tokens" and not isinstance(parsed, _NOT_STREAMED)
+    return ParsedBody(model=parsed.model, stream=stream and streamed)
 
 
 def _invalid(message: str, param: str | None = None) -> OpenAIError:

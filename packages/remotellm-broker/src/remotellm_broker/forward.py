@@ -42,6 +42,7 @@ from remotellm_broker.openai_errors import (
     retry_after_header,
 )
 from remotellm_broker.state import BrokerState
+from remotellm_broker.surfaces import OPENAI, Surface
 from remotellm_protocol import (
     BODY_CHUNK_BYTES,
     CancelReason,
@@ -58,7 +59,15 @@ MAX_ATTEMPTS: Final = 3
 KEEPALIVE: Final = b": keep-alive\n\n"
 #: How much of an upstream error body is kept to build the client's error message.
 _ERROR_BODY_LIMIT = 64 * 1024
-_FORWARDED_HEADERS = ("Content-Type", "Accept", "User-Agent")
+#: Request headers the model server may need: the Anthropic API's version and beta flags
+#: change what a Messages request means, so they travel with it.
+_FORWARDED_HEADERS = (
+    "Content-Type",
+    "Accept",
+    "User-Agent",
+    "anthropic-version",
+    "anthropic-beta",
+)
 
 _SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -76,10 +85,22 @@ class _Retry(Exception):
 
 
 async def relay_request(
-    request: web.Request, state: BrokerState, ex: Exchange, principal: Principal, body: bytes
+    request: web.Request,
+    state: BrokerState,
+    ex: Exchange,
+    principal: Principal,
+    body: bytes,
+    *,
+    surface: Surface = OPENAI,
+    endpoint: str | None = None,
 ) -> web.StreamResponse:
-    """Relay ``request`` (its validated ``body``) and return the finished response."""
-    return await _Relay(request, state, ex, principal, body).run()
+    """Relay ``request`` (its validated ``body``) and return the finished response.
+
+    ``endpoint``: the capability a connector must announce to take it (None: any connector
+    serving the model); ``surface``: the API whose error event ends a failed stream."""
+    relay = _Relay(request, state, ex, principal, body)
+    relay.surface, relay.endpoint = surface, endpoint
+    return await relay.run()
 
 
 class _Relay:
@@ -105,6 +126,8 @@ class _Relay:
         self.keepalive: asyncio.TimerHandle | None = None
         self.head: Head | None = None
         self.error_body: bytearray | None = None
+        self.surface = OPENAI
+        self.endpoint: str | None = None
         headers = request.headers
         self.forward_headers = [
             (name.lower(), headers[name][:1024]) for name in _FORWARDED_HEADERS if name in headers
@@ -121,10 +144,10 @@ class _Relay:
         error = OpenAIError(503, "No connector is available for this model.", code="no_capacity")
         try:
             while len(tried) < MAX_ATTEMPTS:
-                if tried and not router.has_candidate(ex.model, tried):
+                if tried and not router.has_candidate(ex.model, tried, self.endpoint):
                     break
                 remaining = max(self.deadline - self.loop.time(), 0.0)
-                link = await acquire_slot(self.state, ex, tried, remaining)
+                link = await acquire_slot(self.state, ex, tried, remaining, self.endpoint)
                 try:
                     return await self._attempt(link)
                 except _Retry as retry:
@@ -317,7 +340,7 @@ class _Relay:
             raise err
         try:
             if resp is self.sse:
-                await resp.write(err.sse_event())
+                await resp.write(self.surface.sse_event(err))
                 await resp.write_eof()
             else:
                 resp.force_close()

@@ -39,6 +39,15 @@ class Connector:
         #: False once either side sent ``goaway``: in-flight streams finish, no new ones.
         self.accepting = True
 
+    def offers(self, model: str, endpoint: str | None) -> bool:
+        """True when this connector serves ``model`` through ``endpoint`` (None: the OpenAI
+        routes every server has). A connector that announces no endpoints (an older one) is
+        taken to offer only those."""
+        info = self.models.get(model)
+        if info is None:
+            return False
+        return endpoint is None or (info.endpoints is not None and endpoint in info.endpoints)
+
     @property
     def has_room(self) -> bool:
         """True when a new stream may be routed here now."""
@@ -101,8 +110,9 @@ class Registry(Generic[C]):
     def models(self) -> list[ModelInfo]:
         """The union of every connector's models, sorted by id, one entry per id.
 
-        When several connectors serve one id, ``owned_by`` is the first one known and
-        ``context_length`` the smallest one known: a request may land on any of them.
+        When several connectors serve one id, ``owned_by`` is the first one known,
+        ``context_length`` the smallest one known (a request may land on any of them) and
+        ``endpoints`` the union (each request goes to a connector that offers its endpoint).
         """
         if self._listing is None:
             self._listing = [self._merged(mid) for mid in sorted(self._by_model)]
@@ -116,10 +126,12 @@ class Registry(Generic[C]):
         infos = [c.models[model_id] for c in self._by_model[model_id]]
         owners = [i.owned_by for i in infos if i.owned_by]
         lengths = [i.context_length for i in infos if i.context_length]
+        endpoints = {e for i in infos for e in i.endpoints or ()}
         return ModelInfo(
             id=model_id,
             owned_by=owners[0] if owners else None,
             context_length=min(lengths) if lengths else None,
+            endpoints=sorted(endpoints) if endpoints else None,
         )
 
     def _index(self, conn: C) -> None:
