@@ -21,6 +21,7 @@ from aiohttp import web
 
 from remotellm_broker.api import add_api_routes
 from remotellm_broker.config import BrokerSettings
+from remotellm_broker.cors import add_cors
 from remotellm_broker.exchange import request_id_for
 from remotellm_broker.health import create_health_app
 from remotellm_broker.logs import get_logger
@@ -66,6 +67,7 @@ def create_app(
     app.cleanup_ctx.append(broker_state)
     app.on_shutdown.append(_on_shutdown)
     add_api_routes(app)
+    add_cors(app, settings.cors_allow_origins)
     app.router.add_get("/v1/relay", relay_endpoint)
     add_portal(app, settings, store, model_ids=lambda: _model_ids(app))
     return app

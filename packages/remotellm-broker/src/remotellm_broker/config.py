@@ -42,6 +42,9 @@ PosInt = Annotated[int, msgspec.Meta(ge=1)]
 PosFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 Secret = Annotated[str, msgspec.Meta(min_length=32)]
+#: A web origin as browsers send it (scheme, host, optional port; no path), or ``*``.
+_HOST = r"([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])"
+Origin = Annotated[str, msgspec.Meta(pattern=rf"^(\*|https?://{_HOST}(:[0-9]{{1,5}})?)$")]
 
 
 class ConfigError(Exception):
@@ -69,6 +72,8 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     stream_window: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024
     shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     request_timeout_s: PosFloat = 600.0
+    #: Web origins (``https://app.example.com``, or ``*``) whose pages may call the API.
+    cors_allow_origins: list[Origin] = msgspec.field(default_factory=list)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     gitlab_url: NonEmpty = "https://gitlab.com"
@@ -98,7 +103,7 @@ FIELDS: tuple[str, ...] = BrokerSettings.__struct_fields__
 SECRET_FIELDS = frozenset(
     {"connector_tokens", "api_keys", "gitlab_client_secret", "session_secret"}
 )
-LIST_FIELDS = frozenset({"connector_tokens", "api_keys"})
+LIST_FIELDS = frozenset({"connector_tokens", "api_keys", "cors_allow_origins"})
 # Setting any of these turns the portal on, so all of PORTAL_REQUIRED must be present
 # (public_url too: GitLab must send the browser back to an address the operator chose).
 PORTAL_FIELDS = ("gitlab_url", "gitlab_client_id", "gitlab_client_secret", "session_secret")
@@ -141,6 +146,8 @@ def load_settings(
                 f"{field} is a secret and cannot be given as a command-line flag "
                 f"(flags are visible in ps); use {env_name(field)} or {env_name(field)}_FILE"
             )
+        if field in LIST_FIELDS:
+            value = _split_list(value)
         values[field] = str(value) if isinstance(value, Path) else value
         sources[field] = "--" + field.replace("_", "-")
     for field in _LOWERCASE_FIELDS:

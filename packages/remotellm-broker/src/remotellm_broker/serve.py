@@ -185,6 +185,10 @@ def _overrides(flags: dict[str, Any]) -> dict[str, object]:
 @click.option("--rate-limit-rpm", type=int, help="Requests per minute per key, 0 = off [600].")
 @click.option("--rate-limit-burst", type=int, help="Burst of requests per key, 0 = off [100].")
 @click.option("--max-streams-per-key", type=int, help="Concurrent requests per key, 0 = off [64].")
+@click.option(
+    "--cors-allow-origins",
+    help="Web origins whose pages may call the API, comma-separated, or * [default: none].",
+)
 def serve(config_file: Path | None, **flags: Any) -> None:
     """Run the broker: the OpenAI API, the relay for connectors, the portal."""
     try:
