@@ -101,9 +101,10 @@ def run_in_page(page_url: str, base: str, key: str) -> dict[str, Any]:
 
 
 async def test_a_listed_origin_streams_and_reads_the_exposed_headers(tmp_path: Path) -> None:
-    async with page_server("127.0.0.1") as origin, running_broker(
-        tmp_path, cors_allow_origins=[origin], rate_limit_rpm=600
-    ) as rig:
+    async with (
+        page_server("127.0.0.1") as origin,
+        running_broker(tmp_path, cors_allow_origins=[origin], rate_limit_rpm=600) as rig,
+    ):
         await start_peers(rig)
         seen = await asyncio.to_thread(run_in_page, origin, rig.url, rig.key)
     assert "error" not in seen, seen
@@ -120,10 +121,13 @@ async def test_a_listed_origin_streams_and_reads_the_exposed_headers(tmp_path: P
 
 
 async def test_an_unlisted_origin_gets_no_grant(tmp_path: Path) -> None:
-    async with page_server("127.0.0.1") as listed, page_server("localhost") as other:
-        async with running_broker(tmp_path, cors_allow_origins=[listed]) as rig:
-            peer = (await start_peers(rig))[0]
-            seen = await asyncio.to_thread(run_in_page, other, rig.url, rig.key)
+    async with (
+        page_server("127.0.0.1") as listed,
+        page_server("localhost") as other,
+        running_broker(tmp_path, cors_allow_origins=[listed]) as rig,
+    ):
+        peer = (await start_peers(rig))[0]
+        seen = await asyncio.to_thread(run_in_page, other, rig.url, rig.key)
     assert seen.get("error", "").startswith("TypeError"), seen  # fetch refused by the browser
     assert "status" not in seen
     assert not peer.opens  # the preflight was refused, so the POST was never sent
