@@ -18,6 +18,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -28,6 +29,8 @@ from remotellm_broker.forward import relay_request
 from remotellm_broker.logs import get_logger
 from remotellm_broker.openai_errors import OpenAIError, from_http_exception, retry_after_header
 from remotellm_broker.state import BROKER, BrokerState
+from remotellm_broker.stored import StoredResponses
+from remotellm_broker.stored_access import STORED, remembering, stored_for
 from remotellm_broker.surfaces import (
     ANTHROPIC,
     BASELINE_ENDPOINTS,
@@ -56,6 +59,7 @@ _MAX_KEY_LENGTH = 256
 _encoder = msgspec.json.Encoder()
 
 RouteHandler = Callable[[web.Request, Exchange], Awaitable[web.StreamResponse]]
+_BY_ID = "/v1/responses/{response_id:[A-Za-z0-9_.:-]{1,128}}"
 
 
 def add_api_routes(app: web.Application) -> None:
@@ -63,6 +67,12 @@ def add_api_routes(app: web.Application) -> None:
         app.router.add_post(path, _api_route(_relayed))
     for path, surface in SURFACE_PATHS.items():
         app.router.add_post(path, _api_route(_relayed, surface))
+    app[STORED] = StoredResponses()
+    by_id = _api_route(_stored_response, RESPONSES)
+    app.router.add_get(_BY_ID, by_id)
+    app.router.add_delete(_BY_ID, by_id)
+    app.router.add_post(_BY_ID + "/cancel", by_id)
+    app.router.add_get(_BY_ID + "/input_items", by_id)
     app.router.add_get("/v1/models", _api_route(_list_models))
     app.router.add_get("/v1/models/{model_id:.+}", _api_route(_get_model))
     app.router.add_get("/openapi.json", _openapi)
@@ -202,6 +212,33 @@ async def _relayed(request: web.Request, ex: Exchange) -> web.StreamResponse:
         c.offers(parsed.model, endpoint) for c in state.registry.serving(parsed.model)
     ):
         raise missing_endpoint(parsed.model, endpoint)
+    only = None
+    if parsed.previous_response_id is not None:
+        held = stored_for(request, identity, parsed.previous_response_id, "previous_response_id")
+        only = held.connector if held is not None else None
+    remember = remembering(request, identity, ex) if request.path == "/v1/responses" else None
+    return await _relay_in_slot(
+        request,
+        ex,
+        identity,
+        body,
+        surface=surface_for(request.path),
+        endpoint=endpoint,
+        only=only,
+        on_first_chunk=remember,
+    )
+
+
+async def _relay_in_slot(
+    request: web.Request,
+    ex: Exchange,
+    identity: KeyIdentity,
+    body: bytes,
+    **relay: Any,
+) -> web.StreamResponse:
+    """Take one of the key's concurrent-request slots (429 if none) and relay."""
+    state = request.app[BROKER]
+    settings = state.settings
     limit = settings.max_streams_per_key if identity.max_streams is None else identity.max_streams
     if limit > 0 and not state.slots.try_acquire(identity.key_id, limit):
         state.metrics.rate_limited_streams.inc()
@@ -214,15 +251,7 @@ async def _relayed(request: web.Request, ex: Exchange) -> web.StreamResponse:
     principal = Principal(user_id=identity.user_id, key_id=identity.key_id, name=identity.name)
     state.track(ex)
     try:
-        return await relay_request(
-            request,
-            state,
-            ex,
-            principal,
-            body,
-            surface=surface_for(request.path),
-            endpoint=endpoint,
-        )
+        return await relay_request(request, state, ex, principal, body, **relay)
     finally:
         state.untrack(ex)
         if limit > 0:
@@ -237,6 +266,48 @@ def _model_not_found(model: str) -> OpenAIError:
         code="model_not_found",
         param="model",
     )
+
+
+# -- stored responses (Responses API) ---------------------------------------------------------
+
+
+async def _stored_response(request: web.Request, ex: Exchange) -> web.StreamResponse:
+    """``GET``/``DELETE /v1/responses/{id}``, ``POST …/cancel``, ``GET …/input_items``: to
+    the connector whose server made the response, for the user who made it."""
+    state = request.app[BROKER]
+    identity = _authenticate(request, state, ex)
+    _check_rate(state, identity, ex)
+    response_id = request.match_info["response_id"]
+    if request.query_string:
+        raise OpenAIError(
+            400,
+            "Query parameters are not relayed for stored responses; send the request without them.",
+            code="invalid_request",
+        )
+    entry = stored_for(request, identity, response_id, None)
+    if entry is None:
+        raise OpenAIError(
+            404,
+            f"Response with id '{response_id}' not found. Only responses made through this "
+            "broker (since it started) can be fetched by id, from a model server that stores "
+            "them; send the whole conversation with store: false instead.",
+            code="response_not_found",
+        )
+    if not any(c.name == entry.connector for c in state.registry.serving(entry.model)):
+        raise OpenAIError(
+            503,
+            "The model server holding this response is not connected now; try again later.",
+            code="no_capacity",
+            headers=retry_after_header(5.0),
+        )
+    ex.model = entry.model
+    resp = await _relay_in_slot(
+        request, ex, identity, b"", surface=RESPONSES, endpoint="/v1/responses",
+        only=entry.connector,
+    )  # fmt: skip
+    if request.method == "DELETE" and ex.status == 200:
+        request.app[STORED].forget(response_id)
+    return resp
 
 
 # -- model listing ----------------------------------------------------------------------------

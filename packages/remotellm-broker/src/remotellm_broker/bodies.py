@@ -26,6 +26,8 @@ _ModelId = Annotated[str, msgspec.Meta(min_length=1)]
 class ParsedBody(msgspec.Struct, frozen=True):
     model: str
     stream: bool
+    #: The Responses API's ``previous_response_id`` (None elsewhere).
+    previous_response_id: str | None = None
 
 
 class _Chat(msgspec.Struct):
@@ -52,6 +54,7 @@ class _Response(msgspec.Struct):
     model: _ModelId
     input: str | list[Any] | None = None
     stream: bool | None = None
+    previous_response_id: str | None = None
 
 
 class _Message(msgspec.Struct):
@@ -93,7 +96,8 @@ def parse_body(path: str, body: bytes) -> ParsedBody:
         raise _invalid("The JSON body is nested too deeply.") from None
     stream = bool(getattr(parsed, "stream", False))
     streamed = path != "/v1/messages/count_tokens" and not isinstance(parsed, _NOT_STREAMED)
-    return ParsedBody(model=parsed.model, stream=stream and streamed)
+    previous = parsed.previous_response_id if isinstance(parsed, _Response) else None
+    return ParsedBody(model=parsed.model, stream=stream and streamed, previous_response_id=previous)
 
 
 def _invalid(message: str, param: str | None = None) -> OpenAIError:

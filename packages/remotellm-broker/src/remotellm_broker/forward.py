@@ -93,13 +93,18 @@ async def relay_request(
     *,
     surface: Surface = OPENAI,
     endpoint: str | None = None,
+    only: str | None = None,
+    on_first_chunk: Callable[[bytes], None] | None = None,
 ) -> web.StreamResponse:
     """Relay ``request`` (its validated ``body``) and return the finished response.
 
     ``endpoint``: the capability a connector must announce to take it (None: any connector
-    serving the model); ``surface``: the API whose error event ends a failed stream."""
+    serving the model); ``surface``: the API whose error event ends a failed stream;
+    ``only``: the name of the one connector that may take it (it holds a stored response);
+    ``on_first_chunk``: called with the first body bytes of a successful answer."""
     relay = _Relay(request, state, ex, principal, body)
     relay.surface, relay.endpoint = surface, endpoint
+    relay.only, relay.on_first_chunk = only, on_first_chunk
     return await relay.run()
 
 
@@ -128,6 +133,8 @@ class _Relay:
         self.error_body: bytearray | None = None
         self.surface = OPENAI
         self.endpoint: str | None = None
+        self.only: str | None = None
+        self.on_first_chunk: Callable[[bytes], None] | None = None
         headers = request.headers
         self.forward_headers = [
             (name.lower(), headers[name][:1024]) for name in _FORWARDED_HEADERS if name in headers
@@ -141,13 +148,16 @@ class _Relay:
         if ex.stream:
             self._arm_keepalive()
         tried: list[ConnectorLink] = []
+        others = [c for c in router.registry.serving(ex.model) if c.name != self.only]
+        excluded = others if self.only is not None else []
         error = OpenAIError(503, "No connector is available for this model.", code="no_capacity")
         try:
             while len(tried) < MAX_ATTEMPTS:
-                if tried and not router.has_candidate(ex.model, tried, self.endpoint):
+                avoid = [*excluded, *tried]
+                if tried and not router.has_candidate(ex.model, avoid, self.endpoint):
                     break
                 remaining = max(self.deadline - self.loop.time(), 0.0)
-                link = await acquire_slot(self.state, ex, tried, remaining, self.endpoint)
+                link = await acquire_slot(self.state, ex, avoid, remaining, self.endpoint)
                 try:
                     return await self._attempt(link)
                 except _Retry as retry:
@@ -211,6 +221,8 @@ class _Relay:
             if type(item) is Data:  # the hot path: one write, maybe one credit frame
                 chunk = channel.more_data(item.chunk)
                 if self.error_body is None:
+                    if not ex.nbytes and self.on_first_chunk is not None and self._ok():
+                        self.on_first_chunk(chunk)
                     resp = self.resp
                     if resp is None:  # the first body byte of a plain response
                         resp = await self._start_plain()
@@ -287,6 +299,9 @@ class _Relay:
             if self.sse is not None:  # never into a plain (JSON) response
                 await self.sse.write(KEEPALIVE)
                 self._arm_keepalive()
+
+    def _ok(self) -> bool:
+        return self.head is not None and 200 <= self.head.status < 300
 
     def _untouched(self) -> bool:
         """Nothing of this attempt reached the client: another connector may take over."""
