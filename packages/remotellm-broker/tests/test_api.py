@@ -282,6 +282,10 @@ async def test_openapi_document_describes_the_api(rig: Rig) -> None:
         "/v1/embeddings",
         "/v1/models",
         "/v1/models/{model}",
+        "/v1/responses",
+        "/v1/responses/{response_id}",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
     ]:
         assert path in doc["paths"]
     assert "Error" in doc["components"]["schemas"]
