@@ -50,7 +50,8 @@ async def user_tokens(relay: Relay) -> float:
     async with relay.async_client() as client:
         http = client._client  # the SDK's own httpx client, to read the broker's metrics
         text = (await http.get(relay.broker.health_url + "/metrics")).text
-    found = re.search(r'remotellm_broker_user_tokens_total\{user="local:surfaces-user"\} (\S+)', text)
+    pattern = r'remotellm_broker_user_tokens_total\{user="local:surfaces-user"\} (\S+)'
+    found = re.search(pattern, text)
     return float(found.group(1)) if found else 0.0
 
 
