@@ -166,3 +166,14 @@ async def test_the_model_listing_shows_which_endpoints_each_model_serves(rig: Ri
     assert by_id["both"] == sorted(ALL_ENDPOINTS)
     one = await rig.client().models.retrieve("both")
     assert (one.model_extra or {})["endpoints"] == sorted(ALL_ENDPOINTS)
+
+
+async def test_keep_alive_comments_precede_the_events_during_a_long_prefill(rig: Rig) -> None:
+    await rig.peer(endpoints=ALL_ENDPOINTS, script=stream_events(RESPONSE_EVENTS, prefill=0.35))
+    async with rig.http.post(
+        rig.url + "/v1/responses", json={**REQUEST, "stream": True}, headers=rig.auth
+    ) as resp:
+        body = await resp.read()
+    keepalives = body.count(b": keep-alive\n\n")
+    assert keepalives >= 2
+    assert body == b": keep-alive\n\n" * keepalives + b"".join(RESPONSE_EVENTS)
