@@ -177,3 +177,17 @@ async def test_keep_alive_comments_precede_the_events_during_a_long_prefill(rig:
     keepalives = body.count(b": keep-alive\n\n")
     assert keepalives >= 2
     assert body == b": keep-alive\n\n" * keepalives + b"".join(RESPONSE_EVENTS)
+
+
+async def test_a_connector_cannot_put_made_up_endpoints_into_the_listing(rig: Rig) -> None:
+    junk = ["/v1/evil", "<script>alert(1)</script>", "x" * 5000, "/v1/messages/batches"]
+    peer = await rig.peer(endpoints=junk)
+    listing = await rig.client().models.list()
+    assert (listing.data[0].model_extra or {})["endpoints"] == [
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+    ]
+    with pytest.raises(openai.BadRequestError):
+        await rig.client().responses.create(**REQUEST)
+    assert not peer.opens

@@ -34,6 +34,7 @@ from remotellm_broker.stored_access import STORED, remembering, stored_for
 from remotellm_broker.surfaces import (
     ANTHROPIC,
     BASELINE_ENDPOINTS,
+    KNOWN_ENDPOINTS,
     OPENAI,
     RESPONSES,
     Surface,
@@ -323,7 +324,8 @@ def _model_object(info: ModelInfo, created: int) -> dict[str, object]:
     if info.context_length:
         obj["context_length"] = info.context_length
         obj["max_model_len"] = info.context_length
-    obj["endpoints"] = sorted({*BASELINE_ENDPOINTS, *(info.endpoints or ())})
+    announced = (e for e in info.endpoints or () if e in KNOWN_ENDPOINTS)  # never echo junk
+    obj["endpoints"] = sorted({*BASELINE_ENDPOINTS, *announced})
     return obj
 
 

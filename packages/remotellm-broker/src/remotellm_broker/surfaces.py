@@ -29,6 +29,7 @@ from remotellm_broker.openai_errors import OpenAIError
 __all__ = [
     "ANTHROPIC",
     "BASELINE_ENDPOINTS",
+    "KNOWN_ENDPOINTS",
     "OPENAI",
     "RESPONSES",
     "Surface",
@@ -41,6 +42,10 @@ _encoder = msgspec.json.Encoder()
 
 #: What a connector that announces no endpoints (an older one) is assumed to serve.
 BASELINE_ENDPOINTS: Final = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+#: Every endpoint the broker knows; anything else a connector announces is ignored.
+KNOWN_ENDPOINTS: Final = frozenset(
+    {*BASELINE_ENDPOINTS, "/v1/responses", "/v1/messages", "/v1/messages/count_tokens"}
+)
 
 
 @dataclass(frozen=True, slots=True)
