@@ -60,7 +60,8 @@ _MAX_KEY_LENGTH = 256
 _encoder = msgspec.json.Encoder()
 
 RouteHandler = Callable[[web.Request, Exchange], Awaitable[web.StreamResponse]]
-_BY_ID = "/v1/responses/{response_id:[A-Za-z0-9_.:-]{1,128}}"
+#: The ids the connector relays too (it refuses anything else on these paths).
+_BY_ID = "/v1/responses/{response_id:[A-Za-z0-9_-]{1,128}}"
 
 
 def add_api_routes(app: web.Application) -> None:
@@ -302,10 +303,8 @@ async def _stored_response(request: web.Request, ex: Exchange) -> web.StreamResp
             headers=retry_after_header(5.0),
         )
     ex.model = entry.model
-    resp = await _relay_in_slot(
-        request, ex, identity, b"", surface=RESPONSES, endpoint="/v1/responses",
-        only=entry.connector,
-    )  # fmt: skip
+    relay = {"surface": RESPONSES, "endpoint": "/v1/responses", "only": entry.connector}
+    resp = await _relay_in_slot(request, ex, identity, b"", **relay)
     if request.method == "DELETE" and ex.status == 200:
         request.app[STORED].forget(response_id)
     return resp

@@ -23,7 +23,7 @@ from typing import Final, NamedTuple
 __all__ = ["StoredResponse", "StoredResponses", "sniff_response_id"]
 
 #: The first ``"id": "…"`` of an answer: the response's own (it opens the object or event).
-_ID = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9_.:-]{1,128})"')
+_ID = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9_-]{1,128})"')
 _SNIFF_BYTES: Final = 4096
 
 
