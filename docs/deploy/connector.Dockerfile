@@ -33,6 +33,6 @@ USER remotellm
 # SIGTERM drains in-flight streams for shutdown_grace_s (30 s): stop with a longer timeout.
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s \
-    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('REMOTELLM_CONNECTOR_HEALTH_PORT', '8080'), timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('REMOTELLM_CONNECTOR_HEALTH_PORT', '9180'), timeout=2)"]
 ENTRYPOINT ["remotellm-connector"]
 CMD ["run"]

@@ -9,7 +9,10 @@ SSE body goes out event by event, each in its own write with an optional pause, 
 server sent it; so the relay sees a stream, not one blob.
 
 Requests nobody recorded get a 404 with an OpenAI-shaped error and are listed in ``misses``,
-so a test can tell "the relay changed the request" from "the relay broke the response".
+so a test can tell "the relay changed the request" from "the relay broke the response". The
+connector's endpoint probes (``POST`` of ``{}`` to the Responses and Messages paths, see
+``remotellm_connector.endpoints``) are not misses: the cassettes were recorded without them,
+so the recorded server answers them 404 and is announced as serving chat completions only.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from harness.cassettes import Interaction
+from remotellm_connector.endpoints import PROBED
 
 __all__ = ["ReplayServer", "replay_key", "serve_replay", "sse_events"]
 
@@ -131,6 +135,8 @@ async def serve_replay(
         item = table.get(key) or table.get(
             replay_key(request.method, request.path, body, loose=True)
         )
+        if item is None and request.method == "POST" and request.path in PROBED and body == b"{}":
+            return web.Response(status=404, text="404 page not found")
         if item is None:
             state.misses.append(key[:300])
             message = f"no recorded interaction for {request.method} {request.path}"

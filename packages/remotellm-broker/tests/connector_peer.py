@@ -153,6 +153,8 @@ class ConnectorPeer:
     subprotocols: Sequence[str] = SUBPROTOCOLS
     #: False: the LLM server behind it is down (its models are announced unavailable).
     available: bool = True
+    #: ``ModelInfo.endpoints`` announced for every model (None: an older connector).
+    endpoints: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         self.session = ConnectorSession()
@@ -182,6 +184,7 @@ class ConnectorPeer:
                 owned_by="tests",
                 context_length=self.context_length,
                 available=self.available,
+                endpoints=None if self.endpoints is None else list(self.endpoints),
             )
             for m in self.models
         ]

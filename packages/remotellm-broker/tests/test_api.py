@@ -142,6 +142,7 @@ async def test_model_listing_is_the_union_with_context_length(rig: Rig) -> None:
     assert sorted(by_id) == ["m1", "m2", "org/m2"]
     assert by_id["org/m2"].model_extra == {
         "available": True,
+        "endpoints": ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"],
         "context_length": 8192,
         "max_model_len": 8192,
     }
@@ -282,6 +283,10 @@ async def test_openapi_document_describes_the_api(rig: Rig) -> None:
         "/v1/embeddings",
         "/v1/models",
         "/v1/models/{model}",
+        "/v1/responses",
+        "/v1/responses/{response_id}",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
     ]:
         assert path in doc["paths"]
     assert "Error" in doc["components"]["schemas"]

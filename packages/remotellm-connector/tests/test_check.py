@@ -27,6 +27,7 @@ async def test_all_good_lists_models_and_the_handshake(
     code, text = await report(broker_url=peer.url, llm_url=demo.url)
     assert code == 0, text
     assert "demo (context 8192)" in text
+    assert "also answers: " in text  # the Responses/Messages APIs it found, or "none"
     assert "authenticated, wire version remotellm.v1" in text
     assert text.rstrip().endswith("all good")
     conn = await peer.next_connection()

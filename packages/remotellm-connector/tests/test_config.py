@@ -23,7 +23,7 @@ def test_defaults_apply_when_nothing_is_given() -> None:
     s = load_settings(None, {}, {})
     assert (s.health_host, s.health_port, s.max_streams, s.max_retries) == (
         "127.0.0.1",
-        8080,
+        9180,
         16,
         0,
     )
@@ -74,7 +74,7 @@ def test_qualified_allowed_users_load() -> None:
 
 
 def test_empty_env_value_counts_as_unset() -> None:
-    assert load_settings(None, {"REMOTELLM_CONNECTOR_HEALTH_PORT": ""}, {}).health_port == 8080
+    assert load_settings(None, {"REMOTELLM_CONNECTOR_HEALTH_PORT": ""}, {}).health_port == 9180
 
 
 def test_bad_env_value_names_field_value_and_source() -> None:
@@ -183,3 +183,11 @@ def test_missing_token_says_where_to_put_one(tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(ConfigError, match="empty"):
         read_token(load_settings(None, {}, {"token_file": str(tmp_path / "empty")}))
+
+
+def test_the_default_health_port_is_none_of_the_llm_servers_ports() -> None:
+    from remotellm_connector.discovery import CANDIDATES
+
+    taken = {int(url.rsplit(":", 1)[1]) for _, url in CANDIDATES}
+    assert taken == {11434, 8080, 8000, 1234}  # autodetection still looks where servers are
+    assert load_settings(None, {}, {}).health_port not in taken

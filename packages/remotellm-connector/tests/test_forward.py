@@ -28,11 +28,32 @@ def body(**fields: Any) -> bytes:
         ("POST", "/v1/embeddings"),
         ("GET", "/v1/models"),
         ("post", "/v1/embeddings"),
+        ("POST", "/v1/responses"),
+        ("POST", "/v1/messages"),
+        ("POST", "/v1/messages/count_tokens"),
+        ("GET", "/v1/responses/resp_abc-123"),
+        ("DELETE", "/v1/responses/resp_abc-123"),
+        ("POST", "/v1/responses/resp_abc/cancel"),
+        ("GET", "/v1/responses/resp_abc/input_items"),
     ],
 )
-def test_the_four_openai_routes_are_forwarded(method: str, path: str) -> None:
-    plan = plan_request(opened(method, path), b"{}" if method != "GET" else b"")
+def test_the_api_routes_are_forwarded(method: str, path: str) -> None:
+    plan = plan_request(opened(method, path), b"{}" if method == "POST" else b"")
     assert plan.path == path
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/responses/resp_abc"),
+        ("DELETE", "/v1/responses/resp_abc"),
+        ("POST", "/v1/responses/resp_abc/cancel"),
+    ],
+)
+def test_requests_for_a_stored_response_carry_no_body_and_no_usage(method: str, path: str) -> None:
+    plan = plan_request(opened(method, path), b'{"model":"m"}')
+    assert plan.body == b""
+    assert plan.usage is UsageMode.NONE
 
 
 @pytest.mark.parametrize(
@@ -51,6 +72,17 @@ def test_the_four_openai_routes_are_forwarded(method: str, path: str) -> None:
         ("POST", "/v1/chat/completions?x=1"),
         ("GET", "/v1/models/../../props"),
         ("POST", "/V1/chat/completions"),
+        ("GET", "/v1/responses/../../api/pull"),
+        ("GET", "/v1/responses/resp_1/../../../api/tags"),
+        ("DELETE", "/v1/responses/resp%2F..%2Fx"),
+        ("GET", "/v1/responses/resp_1?include=x"),
+        ("GET", "/v1/responses/" + "a" * 201),
+        ("GET", "/v1/responses/"),
+        ("POST", "/v1/responses/resp_1"),
+        ("DELETE", "/v1/responses/resp_1/cancel"),
+        ("GET", "/v1/messages"),
+        ("POST", "/v1/messages/batches"),
+        ("POST", "/v1/messages/count_tokens/"),
     ],
 )
 def test_everything_else_is_refused(method: str, path: str) -> None:

@@ -92,3 +92,51 @@ def test_none_mode_passes_bytes_and_reports_nothing() -> None:
     tap = UsageTap(UsageMode.NONE)
     assert run(tap, [STREAM]) == STREAM
     assert tap.usage is None
+
+
+RESPONSES_STREAM = (
+    b'event: response.created\ndata: {"type":"response.created","response":{"id":"r",'
+    b'"usage":null}}\n\n'
+    + b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+    b'"delta":"hi"}\n\n'
+    * 300
+    + b'event: response.completed\ndata: {"type":"response.completed","response":{"id":"r",'
+    b'"usage":{"input_tokens":11,"input_tokens_details":{"cached_tokens":4},'
+    b'"output_tokens":300,"output_tokens_details":{"reasoning_tokens":0},'
+    b'"total_tokens":311}}}\n\n'
+)
+ANTHROPIC_STREAM = (
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","usage":'
+    b'{"input_tokens":25,"cache_read_input_tokens":3,"output_tokens":1}}}\n\n'
+    + b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"hi"}}\n\n'
+    * 300
+    + b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":'
+    b'"end_turn"},"usage":{"output_tokens":300}}\n\n'
+    + b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+)
+
+
+def test_responses_usage_is_read_from_response_completed() -> None:
+    tap = UsageTap(UsageMode.SNIFF)
+    assert run(tap, split_every(RESPONSES_STREAM, 700)) == RESPONSES_STREAM
+    assert tap.usage == Usage(prompt_tokens=11, completion_tokens=300, total_tokens=311)
+
+
+def test_anthropic_stream_usage_takes_input_tokens_from_message_start() -> None:
+    tap = UsageTap(UsageMode.SNIFF)
+    assert run(tap, split_every(ANTHROPIC_STREAM, 500)) == ANTHROPIC_STREAM
+    assert tap.usage == Usage(prompt_tokens=25, completion_tokens=300, total_tokens=325)
+
+
+def test_anthropic_usage_with_both_counts_at_the_end_uses_the_end() -> None:
+    body = b'{"id":"m","type":"message","usage":{"input_tokens":9,"output_tokens":4}}'
+    tap = UsageTap(UsageMode.SNIFF)
+    run(tap, [body])
+    assert tap.usage == Usage(prompt_tokens=9, completion_tokens=4, total_tokens=13)
+
+
+def test_count_tokens_answers_carry_no_usage() -> None:
+    tap = UsageTap(UsageMode.SNIFF)
+    run(tap, [b'{"input_tokens":12}'])
+    assert tap.usage is None

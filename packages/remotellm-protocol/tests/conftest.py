@@ -48,7 +48,13 @@ def _maybe(strategy: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
 
 st.register_type_strategy(
     ModelInfo,
-    st.builds(ModelInfo, id=texts, owned_by=_maybe(texts), context_length=_maybe(wire_ints)),
+    st.builds(
+        ModelInfo,
+        id=texts,
+        owned_by=_maybe(texts),
+        context_length=_maybe(wire_ints),
+        endpoints=_maybe(st.lists(texts, max_size=4)),
+    ),
 )
 st.register_type_strategy(
     Principal, st.builds(Principal, user_id=texts, key_id=texts, name=_maybe(texts))

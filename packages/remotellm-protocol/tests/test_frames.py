@@ -87,7 +87,9 @@ def test_optional_fields_have_the_documented_defaults() -> None:
     assert Head(stream=1, status=200).headers == []
     assert (End(stream=1).usage, End(stream=1).error) == (None, None)
     assert GoAway().reason == ""
-    assert ModelInfo(id="m") == ModelInfo(id="m", owned_by=None, context_length=None)
+    assert ModelInfo(id="m") == ModelInfo(
+        id="m", owned_by=None, context_length=None, endpoints=None
+    )
     assert Usage() == Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
     assert StreamError(code=1) == StreamError(code=1, message="", retry_after=None)
 

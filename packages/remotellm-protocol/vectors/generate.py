@@ -80,7 +80,12 @@ def valid() -> dict[str, tuple[str, Frame, bytes]]:
                 name="gpu-box",
                 version="1.2.3",
                 models=[
-                    ModelInfo(id="llama3:8b", owned_by="library", context_length=8192),
+                    ModelInfo(
+                        id="llama3:8b",
+                        owned_by="library",
+                        context_length=8192,
+                        endpoints=["/v1/chat/completions", "/v1/responses", "/v1/messages"],
+                    ),
                     ModelInfo(id="qwen2.5-coder"),
                 ],
                 max_streams=32,
@@ -97,6 +102,11 @@ def valid() -> dict[str, tuple[str, Frame, bytes]]:
         ])),
         "models-unavailable": ("a model whose LLM server is down: known, not routable",
                                Models(models=[ModelInfo(id="llama3", available=False)])),
+        "models-endpoints": ("a model whose server answers the Responses and Messages APIs",
+                             Models(models=[ModelInfo(id="qwen3", endpoints=[
+                                 "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                                 "/v1/responses", "/v1/messages", "/v1/messages/count_tokens",
+                             ])])),
         "open-minimal": ("open with only its required fields", Open(
             stream=1, correlation_id="c", method="GET", path="/v1/models",
             principal=Principal(user_id="local:bob", key_id="k-2"),
@@ -169,6 +179,11 @@ def valid() -> dict[str, tuple[str, Frame, bytes]]:
                 data,
                 b"\x83\xd9\x01t\xda\x00\x04data\xa6stream\xce\x00\x00\x00\x01"
                 b"\xa5chunk\xc6\x00\x00\x00\x01x",
+            ),
+            "models-without-endpoints": (
+                "an older connector's model list (no endpoints field) still decodes",
+                Models(models=[ModelInfo(id="m")]),
+                raw({"t": "models", "models": [{"id": "m"}]}),
             ),
             "hello-defaults-omitted": (
                 "fields with defaults may be left out",
@@ -256,6 +271,11 @@ def invalid() -> dict[str, tuple[str, bytes, int, int]]:
                            raw({"t": "data", "stream": True, "chunk": b"x"})),
         "stream-as-float": ("floats are not ints",
                             raw({"t": "data", "stream": 1.0, "chunk": b"x"})),
+        "endpoints-not-a-list": ("a model's endpoints are a list of str",
+                                 raw({"t": "models", "models": [{"id": "m",
+                                                                 "endpoints": "/v1/messages"}]})),
+        "endpoint-not-a-str": ("each endpoint is a str",
+                               raw({"t": "models", "models": [{"id": "m", "endpoints": [1]}]})),
         "header-of-three": ("a header is exactly [name, value]",
                             raw({"t": "head", "stream": 1, "status": 200,
                                  "headers": [["a", "b", "c"]]})),

@@ -35,16 +35,21 @@ UNAVAILABLE_RETRY_AFTER_S = 2.0
 
 
 async def acquire_slot(
-    state: BrokerState, ex: Exchange, tried: Sequence[ConnectorLink], remaining_s: float
+    state: BrokerState,
+    ex: Exchange,
+    tried: Sequence[ConnectorLink],
+    remaining_s: float,
+    endpoint: str | None = None,
 ) -> ConnectorLink:
-    """A slot on a connector serving ``ex.model`` other than ``tried``; ``OpenAIError`` if
+    """A slot on a connector serving ``ex.model`` (through ``endpoint``, when the request
+    needs one not every server has) other than ``tried``; ``OpenAIError`` if
     none comes within the queue timeout (or ``remaining_s`` of the request's deadline)."""
     assert ex.model is not None
     assert ex.key_id is not None
     if ex.cut_reason is not None:
         raise from_cancel(ex.cut_reason)
     router = state.router
-    link = router.pick(ex.model, tried)
+    link = router.pick(ex.model, tried, endpoint)
     if link is not None:
         return link
     future: asyncio.Future[ConnectorLink] = asyncio.get_running_loop().create_future()
@@ -55,8 +60,8 @@ async def acquire_slot(
         future.set_result(conn)
         return True
 
-    busy = router.has_candidate(ex.model, tried)
-    waiter = Waiter(ex.model, ex.key_id, grant, tuple(tried))
+    busy = router.has_candidate(ex.model, tried, endpoint)
+    waiter = Waiter(ex.model, ex.key_id, grant, tuple(tried), endpoint)
     if not router.enqueue(waiter):
         raise OpenAIError(
             503,

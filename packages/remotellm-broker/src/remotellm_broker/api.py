@@ -1,13 +1,15 @@
-"""The OpenAI-compatible routes: completions, chat, embeddings, model listing, OpenAPI.
+"""The API routes: OpenAI (completions, chat, embeddings, model listing, OpenAPI), the
+OpenAI Responses API and the Anthropic Messages API.
 
-Every route runs inside ``_openai_route``, which gives the request its ``Exchange`` (request
-id, the record for the log line and metrics), turns any ``OpenAIError`` into OpenAI's JSON
-error shape, and writes exactly one log line when the request ends, however it ends.
+Every route runs inside ``_api_route``, which gives the request its ``Exchange`` (request
+id, the record for the log line and metrics), turns any ``OpenAIError`` into the error shape
+of the route's API (``surfaces``: OpenAI's, or Anthropic's on ``/v1/messages``), and writes
+exactly one log line when the request ends, however it ends.
 
 The order of checks for a relayed request is cheapest-first and never reads a body the
 client may not send: size (413) → key (401/403) → rate limit (429) → body read within the
-broker-wide budget and the body timeout (503, 408, 413) → body (400) → model (404) →
-concurrent streams (429) → relay.
+broker-wide budget and the body timeout (503, 408, 413) → body (400) → model (404) → endpoint
+offered by a connector of the model (400) → concurrent streams (429) → relay.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
+from typing import Any
 
 from aiohttp import web
 
@@ -31,6 +34,17 @@ from remotellm_broker.openai_errors import (
     retry_after_header,
 )
 from remotellm_broker.state import BROKER, BrokerState
+from remotellm_broker.stored import StoredResponses
+from remotellm_broker.stored_access import STORED, remembering, stored_for
+from remotellm_broker.surfaces import (
+    ANTHROPIC,
+    OPENAI,
+    RESPONSES,
+    Surface,
+    endpoint_for,
+    missing_endpoint,
+    surface_for,
+)
 from remotellm_broker.users import KeyIdentity
 from remotellm_protocol import Principal
 
@@ -39,20 +53,38 @@ __all__ = ["RELAYED_PATHS", "add_api_routes"]
 log = get_logger("remotellm_broker.api")
 
 RELAYED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+#: The routes of the other APIs, and whose error shape each one answers in.
+SURFACE_PATHS: dict[str, Surface] = {
+    "/v1/responses": RESPONSES,
+    "/v1/messages": ANTHROPIC,
+    "/v1/messages/count_tokens": ANTHROPIC,
+}
 _MAX_KEY_LENGTH = 256
 
 RouteHandler = Callable[[web.Request, Exchange], Awaitable[web.StreamResponse]]
+#: The ids the connector relays too (it refuses anything else on these paths).
+_BY_ID = "/v1/responses/{response_id:[A-Za-z0-9_-]{1,128}}"
 
 
 def add_api_routes(app: web.Application) -> None:
     for path in RELAYED_PATHS:
-        app.router.add_post(path, _openai_route(_relayed))
-    app.router.add_get("/v1/models", _openai_route(_list_models))
-    app.router.add_get("/v1/models/{model_id:.+}", _openai_route(_get_model))
+        app.router.add_post(path, _api_route(_relayed))
+    for path, surface in SURFACE_PATHS.items():
+        app.router.add_post(path, _api_route(_relayed, surface))
+    app[STORED] = StoredResponses()
+    by_id = _api_route(_stored_response, RESPONSES)
+    app.router.add_get(_BY_ID, by_id)
+    app.router.add_delete(_BY_ID, by_id)
+    app.router.add_post(_BY_ID + "/cancel", by_id)
+    app.router.add_get(_BY_ID + "/input_items", by_id)
+    app.router.add_get("/v1/models", _api_route(_list_models))
+    app.router.add_get("/v1/models/{model_id:.+}", _api_route(_get_model))
     app.router.add_get("/openapi.json", _openapi)
 
 
-def _openai_route(handler: RouteHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _api_route(
+    handler: RouteHandler, surface: Surface = OPENAI
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def route(request: web.Request) -> web.StreamResponse:
         state = request.app[BROKER]
         ex = Exchange(request_id_for(request.headers), request.method, request.path)
@@ -62,10 +94,10 @@ def _openai_route(handler: RouteHandler) -> Callable[[web.Request], Awaitable[we
                 ex.status = resp.status
         except OpenAIError as err:
             ex.status = err.status
-            resp = err.response()
+            resp = surface.response(err)
         except web.HTTPException as exc:  # 413 from reading the body, ...
             ex.status = exc.status
-            resp = from_http_exception(exc, request.method, request.path).response()
+            resp = surface.response(from_http_exception(exc, request.method, request.path))
         except asyncio.CancelledError:
             ex.status = ex.status or 499
             raise
@@ -108,13 +140,13 @@ def _authenticate(request: web.Request, state: BrokerState, ex: Exchange) -> Key
     if auth is not None:
         scheme, _, key = auth.partition(" ")
         key = key.strip() if scheme.lower() == "bearer" else ""
-    else:
-        key = request.headers.get("api-key", "").strip()
+    else:  # Azure-style clients send api-key, Anthropic's send x-api-key
+        key = (request.headers.get("x-api-key") or request.headers.get("api-key") or "").strip()
     if auth is None and not key:
         raise OpenAIError(
             401,
             "You didn't provide an API key. Send it in an Authorization header using Bearer "
-            "auth (Authorization: Bearer YOUR_KEY) or in an api-key header.",
+            "auth (Authorization: Bearer YOUR_KEY) or in an x-api-key or api-key header.",
         )
     identity = None
     if key and len(key) <= _MAX_KEY_LENGTH and key.isascii() and key.isprintable():
@@ -188,12 +220,43 @@ async def _relay_held(
     identity: KeyIdentity,
     held: HeldBody,
 ) -> web.StreamResponse:
-    settings = state.settings
     parsed = parse_body(request.path, held.data)
     ex.stream = parsed.stream
     if not state.registry.known(parsed.model) and not state.starting():
         raise model_not_found(parsed.model)
     ex.model = parsed.model
+    endpoint = endpoint_for(request.path)
+    if endpoint is not None and not any(
+        c.offers(parsed.model, endpoint) for c in state.registry.serving(parsed.model)
+    ):
+        raise missing_endpoint(parsed.model, endpoint)
+    only = None
+    if parsed.previous_response_id is not None:
+        stored = stored_for(request, identity, parsed.previous_response_id, "previous_response_id")
+        only = stored.connector if stored is not None else None
+    remember = remembering(request, identity, ex) if request.path == "/v1/responses" else None
+    return await _relay_in_slot(
+        request,
+        ex,
+        identity,
+        held,
+        surface=surface_for(request.path),
+        endpoint=endpoint,
+        only=only,
+        on_first_chunk=remember,
+    )
+
+
+async def _relay_in_slot(
+    request: web.Request,
+    ex: Exchange,
+    identity: KeyIdentity,
+    body: HeldBody,
+    **relay: Any,
+) -> web.StreamResponse:
+    """Take one of the key's concurrent-request slots (429 if none) and relay."""
+    state = request.app[BROKER]
+    settings = state.settings
     limit = settings.max_streams_per_key if identity.max_streams is None else identity.max_streams
     # Every live stream is counted, whatever the limit (0 = unlimited) was when it started, so
     # a limit lowered while streams run holds new ones back until fewer are running.
@@ -208,10 +271,51 @@ async def _relay_held(
     principal = Principal(user_id=identity.user_id, key_id=identity.key_id, name=identity.name)
     state.track(ex)
     try:
-        return await relay_request(request, state, ex, principal, held)
+        return await relay_request(request, state, ex, principal, body, **relay)
     finally:
         state.untrack(ex)
         state.slots.release(identity.user_id)
+
+
+# -- stored responses (Responses API) ---------------------------------------------------------
+
+
+async def _stored_response(request: web.Request, ex: Exchange) -> web.StreamResponse:
+    """``GET``/``DELETE /v1/responses/{id}``, ``POST …/cancel``, ``GET …/input_items``: to
+    the connector whose server made the response, for the user who made it."""
+    state = request.app[BROKER]
+    identity = _authenticate(request, state, ex)
+    _check_rate(state, identity, ex)
+    response_id = request.match_info["response_id"]
+    if request.query_string:
+        raise OpenAIError(
+            400,
+            "Query parameters are not relayed for stored responses; send the request without them.",
+            code="invalid_request",
+        )
+    entry = stored_for(request, identity, response_id, None)
+    if entry is None:
+        raise OpenAIError(
+            404,
+            f"Response with id '{response_id}' not found. Only responses made through this "
+            "broker (since it started) can be fetched by id, from a model server that stores "
+            "them; send the whole conversation with store: false instead.",
+            code="response_not_found",
+        )
+    if not any(c.name == entry.connector for c in state.registry.serving(entry.model)):
+        raise OpenAIError(
+            503,
+            "The model server holding this response is not connected now; try again later.",
+            code="no_capacity",
+            headers=retry_after_header(5.0),
+        )
+    ex.model = entry.model
+    relay = {"surface": RESPONSES, "endpoint": "/v1/responses", "only": entry.connector}
+    empty = HeldBody(b"", state.body_budget, 0)
+    resp = await _relay_in_slot(request, ex, identity, empty, **relay)
+    if request.method == "DELETE" and ex.status == 200:
+        request.app[STORED].forget(response_id)
+    return resp
 
 
 # -- model listing ----------------------------------------------------------------------------

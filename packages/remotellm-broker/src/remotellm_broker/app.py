@@ -21,6 +21,7 @@ from aiohttp import web
 
 from remotellm_broker.api import add_api_routes
 from remotellm_broker.config import BrokerSettings
+from remotellm_broker.cors import add_cors
 from remotellm_broker.exchange import request_id_for
 from remotellm_broker.health import create_health_app
 from remotellm_broker.logs import get_logger
@@ -28,6 +29,7 @@ from remotellm_broker.openai_errors import OpenAIError, from_http_exception
 from remotellm_broker.portal import add_portal
 from remotellm_broker.relay import relay_endpoint
 from remotellm_broker.state import BROKER, BrokerState
+from remotellm_broker.surfaces import surface_for
 from remotellm_broker.users import RELOAD_INTERVAL_S, UserStore
 from remotellm_protocol import DEFAULT_HEARTBEAT_S, CancelReason
 
@@ -66,6 +68,7 @@ def create_app(
     app.cleanup_ctx.append(broker_state)
     app.on_shutdown.append(_on_shutdown)
     add_api_routes(app)
+    add_cors(app, settings.cors_allow_origins)
     app.router.add_get("/v1/relay", relay_endpoint)
     add_portal(app, settings, store, model_ids=lambda: _model_ids(app))
     return app
@@ -133,7 +136,8 @@ def _is_api(request: web.Request) -> bool:
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """OpenAI-shaped errors for unknown paths and methods and anything unexpected, plus an
+    """Errors for unknown paths and methods and anything unexpected, in the shape of the API
+    the path belongs to (OpenAI's; Anthropic's under ``/v1/messages``), plus an
     ``X-Request-ID`` on every response."""
     try:
         resp = await handler(request)
@@ -160,7 +164,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 def _refused(request: web.Request, error: OpenAIError) -> web.Response:
     """The error response of a request no route handled, and its log line."""
     request_id = request_id_for(request.headers)
-    resp = error.response()
+    resp = surface_for(request.path).response(error)
     resp.headers["X-Request-ID"] = request_id
     log.info(
         "request",

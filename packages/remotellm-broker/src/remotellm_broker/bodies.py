@@ -36,6 +36,8 @@ _NULL = msgspec.Raw(b"null")
 class ParsedBody(msgspec.Struct, frozen=True):
     model: str
     stream: bool
+    #: The Responses API's ``previous_response_id`` (None elsewhere).
+    previous_response_id: str | None = None
 
 
 class _StreamOptions(msgspec.Struct):
@@ -61,11 +63,33 @@ class _Embedding(msgspec.Struct):
     input: msgspec.Raw  # a string or an array
 
 
+class _Response(msgspec.Struct):
+    """OpenAI Responses API (``input`` may be absent when ``previous_response_id`` or a
+    stored prompt supplies it: the model server decides)."""
+
+    model: _ModelId
+    input: str | list[Any] | None = None
+    stream: bool | None = None
+    previous_response_id: str | None = None
+
+
+class _Message(msgspec.Struct):
+    """Anthropic Messages API, and its ``count_tokens`` (which has no ``stream``)."""
+
+    model: _ModelId
+    messages: Annotated[list[Any], msgspec.Meta(min_length=1)]
+    stream: bool | None = None
+
+
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "/v1/chat/completions": msgspec.json.Decoder(_Chat),
     "/v1/completions": msgspec.json.Decoder(_Completion),
     "/v1/embeddings": msgspec.json.Decoder(_Embedding),
+    "/v1/responses": msgspec.json.Decoder(_Response),
+    "/v1/messages": msgspec.json.Decoder(_Message),
+    "/v1/messages/count_tokens": msgspec.json.Decoder(_Message),
 }
+_NOT_STREAMED = (_Embedding,)
 
 #: The JSON kinds each raw field may hold, by its first byte (``msgspec.Raw`` spans the
 #: value exactly, no surrounding whitespace).
@@ -95,7 +119,9 @@ def parse_body(path: str, body: bytes) -> ParsedBody:
         raise _invalid("The JSON body is nested too deeply.") from None
     _check_kinds(parsed)
     stream = bool(getattr(parsed, "stream", False))
-    return ParsedBody(model=parsed.model, stream=stream and not isinstance(parsed, _Embedding))
+    streamed = path != "/v1/messages/count_tokens" and not isinstance(parsed, _NOT_STREAMED)
+    previous = parsed.previous_response_id if isinstance(parsed, _Response) else None
+    return ParsedBody(model=parsed.model, stream=stream and streamed, previous_response_id=previous)
 
 
 def _check_kinds(parsed: object) -> None:

@@ -43,6 +43,9 @@ PosInt = Annotated[int, msgspec.Meta(ge=1)]
 PosFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 Secret = Annotated[str, msgspec.Meta(min_length=32)]
+#: A web origin as browsers send it (scheme, host, optional port; no path), or ``*``.
+_HOST = r"([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])"
+Origin = Annotated[str, msgspec.Meta(pattern=rf"^(\*|https?://{_HOST}(:[0-9]{{1,5}})?)$")]
 
 
 class ConfigError(Exception):
@@ -92,6 +95,8 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     #: Model lists (`hello` and `models` frames) a connector token may send per minute,
     #: reconnects included; one more closes the link with 1008.
     model_announcements_per_minute: PosInt = 30
+    #: Web origins (``https://app.example.com``, or ``*``) whose pages may call the API.
+    cors_allow_origins: list[Origin] = msgspec.field(default_factory=list)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     gitlab_url: NonEmpty = "https://gitlab.com"
@@ -131,7 +136,13 @@ SECRET_FIELDS = frozenset(
     {"connector_tokens", "api_keys", "gitlab_client_secret", "session_secret"}
 )
 LIST_FIELDS = frozenset(
-    {"connector_tokens", "api_keys", "portal_allowed_groups", "portal_allowed_users"}
+    {
+        "connector_tokens",
+        "api_keys",
+        "portal_allowed_groups",
+        "portal_allowed_users",
+        "cors_allow_origins",
+    }
 )
 # Setting any of these turns the portal on, so all of PORTAL_REQUIRED must be present
 # (public_url too: GitLab must send the browser back to an address the operator chose).
@@ -175,9 +186,9 @@ def load_settings(
                 f"{field} is a secret and cannot be given as a command-line flag "
                 f"(flags are visible in ps); use {env_name(field)} or {env_name(field)}_FILE"
             )
-        if isinstance(value, Path):
-            value = str(value)
-        values[field] = _split_list(value) if field in LIST_FIELDS else value
+        if field in LIST_FIELDS:
+            value = _split_list(value)
+        values[field] = str(value) if isinstance(value, Path) else value
         sources[field] = "--" + field.replace("_", "-")
     for field in _LOWERCASE_FIELDS:
         if isinstance(values.get(field), str):

@@ -51,6 +51,7 @@ from remotellm_broker.openai_errors import (
     retry_after_header,
 )
 from remotellm_broker.state import BrokerState
+from remotellm_broker.surfaces import OPENAI, Surface
 from remotellm_protocol import (
     BODY_CHUNK_BYTES,
     CancelReason,
@@ -67,7 +68,15 @@ MAX_ATTEMPTS: Final = 3
 KEEPALIVE: Final = b": keep-alive\n\n"
 #: How much of an upstream error body is kept to build the client's error message.
 _ERROR_BODY_LIMIT = 64 * 1024
-_FORWARDED_HEADERS = ("Content-Type", "Accept", "User-Agent")
+#: Request headers the model server may need: the Anthropic API's version and beta flags
+#: change what a Messages request means, so they travel with it.
+_FORWARDED_HEADERS = (
+    "Content-Type",
+    "Accept",
+    "User-Agent",
+    "anthropic-version",
+    "anthropic-beta",
+)
 
 _SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -89,13 +98,29 @@ class _Retry(Exception):
 
 
 async def relay_request(
-    request: web.Request, state: BrokerState, ex: Exchange, principal: Principal, body: HeldBody
+    request: web.Request,
+    state: BrokerState,
+    ex: Exchange,
+    principal: Principal,
+    body: HeldBody,
+    *,
+    surface: Surface = OPENAI,
+    endpoint: str | None = None,
+    only: str | None = None,
+    on_first_chunk: Callable[[bytes], None] | None = None,
 ) -> web.StreamResponse:
     """Relay ``request`` (its validated ``body``) and return the finished response.
 
+    ``endpoint``: the capability a connector must announce to take it (None: any connector
+    serving the model); ``surface``: the API whose error event ends a failed stream;
+    ``only``: the name of the one connector that may take it (it holds a stored response);
+    ``on_first_chunk``: called with the first body bytes of a successful answer.
     ``body`` is released once a response byte reached the client: no retry can use it then.
     """
-    return await _Relay(request, state, ex, principal, body).run()
+    relay = _Relay(request, state, ex, principal, body)
+    relay.surface, relay.endpoint = surface, endpoint
+    relay.only, relay.on_first_chunk = only, on_first_chunk
+    return await relay.run()
 
 
 class _Relay:
@@ -126,6 +151,10 @@ class _Relay:
         #: Response bytes seen at the last keep-alive tick, and when they last grew.
         self.seen_nbytes = 0
         self.progress_at = 0.0
+        self.surface = OPENAI
+        self.endpoint: str | None = None
+        self.only: str | None = None
+        self.on_first_chunk: Callable[[bytes], None] | None = None
         headers = request.headers
         self.forward_headers = [
             (name.lower(), headers[name][:1024]) for name in _FORWARDED_HEADERS if name in headers
@@ -139,14 +168,17 @@ class _Relay:
         if ex.stream:
             self._arm_keepalive()
         tried: list[ConnectorLink] = []
+        others = [c for c in router.registry.serving(ex.model) if c.name != self.only]
+        excluded = others if self.only is not None else []
         error = OpenAIError(503, "No connector is available for this model.", code="no_capacity")
         gone = False
         try:
             while len(tried) < MAX_ATTEMPTS:
-                if tried and not gone and not router.has_candidate(ex.model, tried):
+                avoid = [*excluded, *tried]
+                if tried and not gone and not router.has_candidate(ex.model, avoid, self.endpoint):
                     break
                 remaining = max(self.deadline - self.loop.time(), 0.0)
-                link = await acquire_slot(self.state, ex, tried, remaining)
+                link = await acquire_slot(self.state, ex, avoid, remaining, self.endpoint)
                 try:
                     return await self._attempt(link)
                 except _Retry as retry:
@@ -212,6 +244,8 @@ class _Relay:
             if type(item) is Data:  # the hot path: one write, maybe one credit frame
                 chunk = channel.more_data(item.chunk)
                 if self.error_body is None:
+                    if not ex.nbytes and self.on_first_chunk is not None and self._ok():
+                        self.on_first_chunk(chunk)
                     resp = self.resp
                     if resp is None:  # the first body byte of a plain response
                         resp = await self._start_plain()
@@ -322,6 +356,9 @@ class _Relay:
             await self.sse.write(KEEPALIVE)
         self._arm_keepalive()
 
+    def _ok(self) -> bool:
+        return self.head is not None and 200 <= self.head.status < 300
+
     def _untouched(self) -> bool:
         """Nothing of this attempt reached the client: another connector may take over."""
         return not self.ex.nbytes and (self.resp is None or self.resp is self.sse)
@@ -376,7 +413,7 @@ class _Relay:
             raise err
         try:
             if resp is self.sse:
-                await resp.write(err.sse_event())
+                await resp.write(self.surface.sse_event(err))
                 await resp.write_eof()
             else:
                 resp.force_close()

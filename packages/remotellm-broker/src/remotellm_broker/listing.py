@@ -10,7 +10,8 @@ listing.
 Each object is OpenAI's model object plus what clients of local servers read: the context
 length (``context_length`` and vLLM's ``max_model_len``) and ``available`` (false while no
 connector can serve the model right now: its LLM server is down, or its connector is
-reconnecting; requests for it wait briefly and then get 503 with ``Retry-After``).
+reconnecting; requests for it wait briefly and then get 503 with ``Retry-After``) and
+``endpoints`` (the API paths its servers answer).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import msgspec
 
 from remotellm_broker.registry import Registry
+from remotellm_broker.surfaces import BASELINE_ENDPOINTS, KNOWN_ENDPOINTS
 from remotellm_protocol import ModelInfo
 
 __all__ = ["ModelListing"]
@@ -35,6 +37,9 @@ class _ModelObject(msgspec.Struct, omit_defaults=True):
     created: int
     owned_by: str
     available: bool
+    #: The API paths a request for this model can use: the OpenAI routes every server has,
+    #: plus what a connector announced and the broker knows (never a connector's junk).
+    endpoints: list[str]
     context_length: int | None = None
     max_model_len: int | None = None
 
@@ -60,6 +65,9 @@ class ModelListing:
             created=self._created,
             owned_by=info.owned_by or "remotellm",
             available=info.available,
+            endpoints=sorted(
+                {*BASELINE_ENDPOINTS, *(e for e in info.endpoints or () if e in KNOWN_ENDPOINTS)}
+            ),
             context_length=info.context_length or None,
             max_model_len=info.context_length or None,
         )

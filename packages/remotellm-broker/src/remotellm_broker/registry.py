@@ -54,6 +54,15 @@ class Connector:
         #: False once either side sent ``goaway``: in-flight streams finish, no new ones.
         self.accepting = True
 
+    def offers(self, model: str, endpoint: str | None) -> bool:
+        """True when this connector serves ``model`` through ``endpoint`` (None: the OpenAI
+        routes every server has). A connector that announces no endpoints (an older one) is
+        taken to offer only those."""
+        info = self.models.get(model)
+        if info is None or not info.available:
+            return False
+        return endpoint is None or (info.endpoints is not None and endpoint in info.endpoints)
+
     @property
     def has_room(self) -> bool:
         """True when a new stream may be routed here now."""
@@ -74,12 +83,13 @@ C = TypeVar("C", bound=Connector)
 class _Entry(Generic[C]):
     """One model id: who announces it, and counters that make its merged view O(1)."""
 
-    __slots__ = ("connectors", "info", "lengths", "owners", "up")
+    __slots__ = ("connectors", "endpoints", "info", "lengths", "owners", "up")
 
     def __init__(self) -> None:
         self.connectors: dict[C, None] = {}  # an ordered set: first announcer first
         self.owners: dict[str, int] = {}
         self.lengths: dict[int, int] = {}
+        self.endpoints: dict[str, int] = {}
         self.up = 0
         self.info: ModelInfo | None = None
 
@@ -89,6 +99,8 @@ class _Entry(Generic[C]):
             self.owners[info.owned_by] = self.owners.get(info.owned_by, 0) + 1
         if info.context_length:
             self.lengths[info.context_length] = self.lengths.get(info.context_length, 0) + 1
+        for endpoint in info.endpoints or ():
+            self.endpoints[endpoint] = self.endpoints.get(endpoint, 0) + 1
         self.up += info.available
         self.info = None
 
@@ -96,18 +108,22 @@ class _Entry(Generic[C]):
         del self.connectors[conn]
         _uncount(self.owners, info.owned_by)
         _uncount(self.lengths, info.context_length)
+        for endpoint in info.endpoints or ():
+            _uncount(self.endpoints, endpoint)
         self.up -= info.available
         self.info = None
 
     def merged(self, model_id: str) -> ModelInfo:
         """``owned_by`` of the first announcer still here, the smallest context length (a
-        request may land on any of them), available when any of them is."""
+        request may land on any of them), the union of the endpoints (each request goes to a
+        connector that offers its endpoint), available when any of them is."""
         if self.info is None:
             self.info = ModelInfo(
                 id=model_id,
                 owned_by=next(iter(self.owners), None),
                 context_length=min(self.lengths) if self.lengths else None,
                 available=self.up > 0,
+                endpoints=sorted(self.endpoints) if self.endpoints else None,
             )
         return self.info
 

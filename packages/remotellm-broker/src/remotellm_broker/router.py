@@ -31,7 +31,7 @@ __all__ = ["Router", "Waiter"]
 class Waiter(Generic[C]):
     """A queued request: the model it wants, the connectors it must avoid, its callback."""
 
-    __slots__ = ("exclude", "grant", "key", "model")
+    __slots__ = ("endpoint", "exclude", "grant", "key", "model")
 
     def __init__(
         self,
@@ -39,14 +39,16 @@ class Waiter(Generic[C]):
         key: str,
         grant: Callable[[C], bool],
         exclude: Collection[C] = (),
+        endpoint: str | None = None,
     ) -> None:
         self.model = model
         self.key = key
         self.grant = grant
         self.exclude = exclude
+        self.endpoint = endpoint
 
     def accepts(self, conn: C) -> bool:
-        return conn.serves(self.model) and conn not in self.exclude
+        return conn.offers(self.model, self.endpoint) and conn not in self.exclude
 
 
 class Router(Generic[C]):
@@ -56,19 +58,26 @@ class Router(Generic[C]):
         self.registry = registry
         self.queue: FairQueue[Waiter[C]] = FairQueue(queue_max)
 
-    def has_candidate(self, model: str, exclude: Collection[C] = ()) -> bool:
-        """True when some accepting connector serves ``model`` (busy or not) with its LLM
-        server up."""
+    def has_candidate(
+        self, model: str, exclude: Collection[C] = (), endpoint: str | None = None
+    ) -> bool:
+        """True when some accepting connector serves ``model`` through ``endpoint`` (busy or
+        not)."""
         return any(
-            c.accepting and c not in exclude and c.serves(model)
+            c.accepting and c not in exclude and c.offers(model, endpoint)
             for c in self.registry.serving(model)
         )
 
-    def pick(self, model: str, exclude: Collection[C] = ()) -> C | None:
-        """Take a slot on the least-loaded connector with room for ``model``, or None."""
+    def pick(
+        self, model: str, exclude: Collection[C] = (), endpoint: str | None = None
+    ) -> C | None:
+        """Take a slot on the least-loaded connector with room for ``model`` that offers
+        ``endpoint`` (None: the OpenAI routes every connector has), or None."""
         best: C | None = None
         for conn in self.registry.serving(model):
             if not conn.has_room or conn in exclude or not conn.serves(model):
+                continue
+            if endpoint is not None and not conn.offers(model, endpoint):
                 continue
             # active/max_streams compared without division; ties go to fewer active streams.
             if best is None or (conn.active * best.max_streams, conn.active) < (

@@ -252,6 +252,10 @@ def _overrides(flags: dict[str, Any]) -> dict[str, object]:
     help="Seconds for a connection to send a request's headers (and idle keep-alive) [30].",
 )
 @click.option("--body-timeout-s", type=float, help="Seconds to receive a whole request body [60].")
+@click.option(
+    "--cors-allow-origins",
+    help="Web origins whose pages may call the API, comma-separated, or * [default: none].",
+)
 def serve(config_file: Path | None, **flags: Any) -> None:
     """Run the broker: the OpenAI API, the relay for connectors, the portal."""
     try:

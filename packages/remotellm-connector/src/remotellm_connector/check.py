@@ -3,7 +3,7 @@
 It probes the two ends the daemon needs, the way the daemon uses them:
 
 - the LLM server: ``GET /v1/models`` at ``--llm-url`` (or autodetected), models listed with
-  their context length;
+  their context length, and which of the Responses and Messages APIs it answers (``endpoints``);
 - the broker: dial ``/v1/relay`` with the token, negotiate the wire version, ``hello`` /
   ``welcome``, then ``goaway`` and close. The check says hello under ``<name>-check`` with no
   models, so it never replaces the running daemon's connection nor receives a request.
@@ -23,7 +23,14 @@ from remotellm_connector.config import (
     normalize_llm_url,
     read_token,
 )
-from remotellm_connector.discovery import CANDIDATES, LLMError, detect_llm, list_models
+from remotellm_connector.discovery import (
+    CANDIDATES,
+    PROBE_TIMEOUT_S,
+    LLMError,
+    detect_llm,
+    list_models,
+)
+from remotellm_connector.endpoints import BASELINE, probe_endpoints
 from remotellm_connector.link import explain_connect_error, open_relay
 from remotellm_connector.upstream import Upstream
 from remotellm_protocol import CloseCode, GoAway, Hello
@@ -71,6 +78,9 @@ async def check_llm(settings: ConnectorSettings) -> Finding:
             models = await list_models(upstream.session, url, upstream.auth_headers())
         except LLMError as exc:
             return Finding("LLM", False, url, str(exc), _llm_fix(exc))
+        endpoints = await probe_endpoints(
+            upstream.session, url, upstream.auth_headers(), PROBE_TIMEOUT_S
+        )
     if not models:
         return Finding(
             "LLM", False, url, "the server lists no models", "load or pull a model first"
@@ -78,7 +88,9 @@ async def check_llm(settings: ConnectorSettings) -> Finding:
     listed = ", ".join(
         m.id + (f" (context {m.context_length})" if m.context_length else "") for m in models
     )
-    return Finding("LLM", True, url, f"{len(models)} model(s): {listed}")
+    extra = ", ".join(e for e in endpoints if e not in BASELINE) or "none (chat completions only)"
+    detail = f"{len(models)} model(s): {listed}\n        also answers: {extra}"
+    return Finding("LLM", True, url, detail)
 
 
 def _llm_fix(exc: LLMError) -> str:

@@ -34,7 +34,7 @@ _OPTIONS = [
     ),
     click.option("--name", help="Connector name shown at the broker [default: hostname]."),
     click.option("--health-host", help="Health server address [default: 127.0.0.1]."),
-    click.option("--health-port", type=int, help="Health server port [default: 8080]."),
+    click.option("--health-port", type=int, help="Health server port [default: 9180]."),
     click.option(
         "--config",
         "config_file",

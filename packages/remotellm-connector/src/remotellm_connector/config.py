@@ -48,7 +48,9 @@ class ConnectorSettings(msgspec.Struct, frozen=True, kw_only=True):
     llm_url: str | None = None
     name: str = ""
     health_host: str = "127.0.0.1"
-    health_port: int = 8080
+    #: Not 8080 (llama-server), 8000 (vLLM), 11434 (Ollama) or 1234 (LM Studio): the health
+    #: server runs on the machine of the LLM server it fronts.
+    health_port: int = 9180
     max_streams: int = 16
     #: Exit non-zero after this many failed connection attempts in a row; 0 retries forever.
     max_retries: int = 0

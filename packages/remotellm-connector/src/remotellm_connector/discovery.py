@@ -29,6 +29,7 @@ import aiohttp
 import msgspec
 import structlog
 
+from remotellm_connector.endpoints import probe_endpoints
 from remotellm_connector.upstream import Upstream
 from remotellm_protocol import ModelInfo
 
@@ -243,6 +244,15 @@ class ModelWatcher:
         except LLMError as exc:
             self._failed(str(exc))
             return
+        # What the server answers besides chat completions (Responses, Messages), re-probed
+        # with every refresh so an upgraded or swapped server is announced as it is now.
+        endpoints = await probe_endpoints(
+            self.upstream.session,
+            self.upstream.base_url,
+            self.upstream.auth_headers(),
+            PROBE_TIMEOUT_S,
+        )
+        models = [msgspec.structs.replace(m, endpoints=endpoints) for m in models]
         if not self.reachable:
             log.info("llm_reachable", url=self.upstream.base_url, models=len(models))
         self.reachable, self.error, self._failures = True, None, 0

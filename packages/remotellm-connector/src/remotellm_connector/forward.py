@@ -1,9 +1,10 @@
 """What the connector may ask the local LLM, and how a relayed request is rewritten: pure.
 
-Only the OpenAI routes an API user needs are forwarded (``ROUTES``); anything else — Ollama's
-``/api/pull`` or ``/api/delete``, an absolute URL, ``..``, a query string — is refused with
-``BAD_REQUEST`` before a byte reaches the LLM. The comparison is exact on the raw path, so no
-decoding trick can widen it.
+Only the API routes an API user needs are forwarded (``ROUTES``: OpenAI's, the Responses API,
+Anthropic's Messages API; plus ``/v1/responses/{id}`` and its ``cancel``/``input_items`` with
+an id of ``[A-Za-z0-9_-]``); anything else — Ollama's ``/api/pull`` or ``/api/delete``, an
+absolute URL, ``..``, a query string — is refused with ``BAD_REQUEST`` before a byte reaches
+the LLM. The comparison is exact on the raw path, so no decoding trick can widen it.
 
 Usage accounting: a streaming chat or completion request that did not ask for
 ``stream_options.include_usage`` gets it added, so ``end`` can carry token counts; the plan
@@ -14,6 +15,7 @@ gets it after the opening brace; one with ``stream_options`` is scanned for its 
 is linear Python work, so ``plan_in_thread`` says when to plan off the event loop.
 """
 
+import re
 from enum import Enum, auto
 from typing import Final
 
@@ -38,8 +40,17 @@ ROUTES: Final = frozenset(
         ("POST", "/v1/completions"),
         ("POST", "/v1/embeddings"),
         ("GET", "/v1/models"),
+        ("POST", "/v1/responses"),
+        ("POST", "/v1/messages"),
+        ("POST", "/v1/messages/count_tokens"),
     }
 )
+#: A stored response of the Responses API, by id (answered by the server that stored it).
+_RESPONSE_ID_ROUTES: Final = {
+    "GET": re.compile(r"/v1/responses/[A-Za-z0-9_-]{1,200}(?:/input_items)?"),
+    "DELETE": re.compile(r"/v1/responses/[A-Za-z0-9_-]{1,200}"),
+    "POST": re.compile(r"/v1/responses/[A-Za-z0-9_-]{1,200}/cancel"),
+}
 _STREAMING_ROUTES: Final = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 #: Request headers never sent to the LLM: hop-by-hop (RFC 9110 7.6.1), framing the client
@@ -128,10 +139,11 @@ def plan_request(frame: Open, body: bytes, *, inject_usage: bool = True) -> Upst
     Raises ``RequestRefused`` with a message safe to show the client.
     """
     method = frame.method.upper()
-    if (method, frame.path) not in ROUTES:
+    by_id = _RESPONSE_ID_ROUTES.get(method)
+    if (method, frame.path) not in ROUTES and not (by_id and by_id.fullmatch(frame.path)):
         raise RequestRefused(f"{frame.method} {frame.path[:200]} is not relayed by this connector")
     headers = [(k, v) for k, v in frame.headers if k.lower() not in DROP_REQUEST_HEADERS]
-    if method == "GET":
+    if method in ("GET", "DELETE") or (method == "POST" and frame.path.endswith("/cancel")):
         return UpstreamRequest(method=method, path=frame.path, headers=headers, body=b"")
     try:
         peek = _peek.decode(body)

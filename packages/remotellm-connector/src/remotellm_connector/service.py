@@ -105,8 +105,7 @@ class Connector:
             except OSError as exc:
                 raise StartupError(
                     f"health server cannot listen on {s.health_host}:{s.health_port}: "
-                    f"{exc.strerror or exc} (llama.cpp's llama-server also defaults to 8080; "
-                    "pick another port with --health-port)"
+                    f"{exc.strerror or exc} (pick another port with --health-port)"
                 ) from None
             log.info(
                 "connector_started",

@@ -1,9 +1,16 @@
 """Token usage read from a response body as it passes, without slowing the bytes down.
 
 Every server puts the usage at the end: the last JSON object of a non-streaming answer, the
-usage-only chunk (``"choices":[]``) just before ``data: [DONE]`` of a stream. So the tap keeps
-only the last few KiB it forwarded and reads the numbers once, when the body is complete: per
-chunk it costs a deque append, never a JSON parse.
+usage-only chunk (``"choices":[]``) just before ``data: [DONE]`` of a chat stream, the
+``response.completed`` event of a Responses stream, the ``message_delta`` of an Anthropic one.
+So the tap keeps only the last few KiB it forwarded and reads the numbers once, when the body
+is complete: per chunk it costs a deque append, never a JSON parse. Both OpenAI's names
+(``prompt_tokens``/``completion_tokens``) and the Responses and Anthropic names
+(``input_tokens``/``output_tokens``) count.
+
+An Anthropic stream states its input tokens only at the start (``message_start``), and its
+closing ``message_delta`` may carry output tokens alone; so the tap also keeps the first few
+KiB, read only when the tail has no input count.
 
 In ``STRIP`` mode the connector added ``stream_options.include_usage`` itself, and the usage-only
 chunk the client never asked for must go. There the tap forwards whole SSE events: a partial
@@ -25,17 +32,33 @@ __all__ = ["UsageTap", "parse_usage"]
 TAIL_BYTES: Final = 4096
 
 _USAGE_KEY = re.compile(rb'"usage"\s*:\s*\{')
-_FIELD = re.compile(rb'"(prompt_tokens|completion_tokens|total_tokens)"\s*:\s*(\d+)')
+_FIELD = re.compile(
+    rb'"(prompt_tokens|completion_tokens|total_tokens|input_tokens|output_tokens)"\s*:\s*(\d+)'
+)
+_PROMPT = ("prompt_tokens", "input_tokens")
+_COMPLETION = ("completion_tokens", "output_tokens")
 _EMPTY_CHOICES: Final = (b'"choices":[]', b'"choices": []')
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n")
 
 
-def parse_usage(data: bytes) -> Usage | None:
-    """The last ``"usage": {...}`` object in ``data``, or None if there is none."""
+def parse_usage(data: bytes, *, first: bool = False) -> Usage | None:
+    """The last (or ``first``) ``"usage": {...}`` object in ``data``, or None."""
+    found = _usage_fields(data, first=first)
+    return None if found is None else _usage(found)
+
+
+def _usage(found: dict[str, int]) -> Usage:
+    prompt = next((found[k] for k in _PROMPT if k in found), 0)
+    completion = next((found[k] for k in _COMPLETION if k in found), 0)
+    total = found.get("total_tokens", prompt + completion)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+
+
+def _usage_fields(data: bytes, *, first: bool = False) -> dict[str, int] | None:
     matches = list(_USAGE_KEY.finditer(data))
     if not matches:
         return None
-    start = matches[-1].end()
+    start = matches[0 if first else -1].end()
     depth, end = 1, start
     while end < len(data) and depth:  # the extent of the usage object
         byte = data[end]
@@ -43,25 +66,20 @@ def parse_usage(data: bytes) -> Usage | None:
         end += 1
     if depth:
         return None  # cut off
-    found = {m.group(1).decode(): int(m.group(2)) for m in _FIELD.finditer(data, start, end)}
-    if not found:
-        return None
-    prompt = found.get("prompt_tokens", 0)
-    completion = found.get("completion_tokens", 0)
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=found.get("total_tokens", prompt + completion),
-    )
+    found: dict[str, int] = {}
+    for m in _FIELD.finditer(data, start, end):
+        found.setdefault(m.group(1).decode(), int(m.group(2)))  # outer keys come first
+    return found or None
 
 
 class UsageTap:
     """Watches one response body; ``feed`` returns what to forward now."""
 
-    __slots__ = ("_pending", "_stripped", "_tail", "_tail_len", "mode")
+    __slots__ = ("_head", "_pending", "_stripped", "_tail", "_tail_len", "mode")
 
     def __init__(self, mode: UsageMode) -> None:
         self.mode = mode
+        self._head = b""
         self._tail: deque[bytes] = deque()
         self._tail_len = 0
         self._pending = b""
@@ -72,6 +90,8 @@ class UsageTap:
         if self.mode is UsageMode.STRIP:
             chunk = self._whole_events(chunk)
         if chunk and self.mode is not UsageMode.NONE:
+            if len(self._head) < TAIL_BYTES:
+                self._head += chunk[: TAIL_BYTES - len(self._head)]
             tail = self._tail
             tail.append(chunk)
             self._tail_len += len(chunk)
@@ -91,7 +111,13 @@ class UsageTap:
             return self._stripped
         if self.mode is UsageMode.NONE or not self._tail:
             return None
-        return parse_usage(b"".join(self._tail))
+        tail = b"".join(self._tail)
+        found = _usage_fields(tail)
+        if found is not None and not any(k in found for k in _PROMPT):
+            opening = _usage_fields(self._head, first=True)  # Anthropic's message_start
+            if opening is not None and "input_tokens" in opening:
+                found = {**found, "input_tokens": opening["input_tokens"]}
+        return None if found is None else _usage(found)
 
     def _whole_events(self, chunk: bytes) -> bytes:
         if not self._pending and chunk[-2:] == b"\n\n":  # the usual case: whole events

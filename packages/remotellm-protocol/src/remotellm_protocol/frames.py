@@ -51,6 +51,10 @@ class ModelInfo(_Value, frozen=True, kw_only=True):
     #: False while the LLM server behind the model does not answer: the model stays known
     #: (clients get 503 with ``Retry-After``, not 404) but no stream is routed to it.
     available: bool = True
+    #: The API paths the model's server answers (``/v1/responses``, ``/v1/messages``, ...),
+    #: found by the connector's probes; None when the connector does not say (an older one):
+    #: the broker then assumes the OpenAI routes of wire version 1 only.
+    endpoints: list[str] | None = None
 
 
 class Principal(_Value, frozen=True, kw_only=True):
