@@ -77,7 +77,7 @@ def demo_llm_command() -> click.Command:
                 max_model_len=max_model_len,
                 script=script,
             )
-        except ValueError as exc:
+        except ValueError as exc:  # ScriptError is a ValueError too
             raise click.BadParameter(str(exc)) from None
         asyncio.run(_serve(host, port, config))
 
