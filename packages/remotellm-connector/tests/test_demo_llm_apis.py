@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -297,3 +298,48 @@ async def test_a_bad_marker_is_a_400_not_a_crash(
         llm.url + "/v1/responses", json={"model": "demo", "input": "fine"}
     ) as response:
         assert response.status == 200
+
+
+async def test_a_tool_result_gets_text_so_an_agent_ends_its_turn(
+    llm: DemoLLMServer, http: aiohttp.ClientSession
+) -> None:
+    """The default calls the first tool, but never in answer to a tool's result (else an agent
+    would loop until its turn limit); system messages after the result do not count."""
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "done"},
+        {"role": "system", "content": "environment details"},
+    ]
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    body = {"model": "demo", "messages": messages, "tools": tools}
+    async with http.post(llm.url + "/v1/chat/completions", json=body) as response:
+        choice = (await response.json())["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    assert "tool_calls" not in choice["message"]
+    first_turn = {**body, "messages": messages[:1]}
+    async with http.post(llm.url + "/v1/chat/completions", json=first_turn) as response:
+        assert (await response.json())["choices"][0]["finish_reason"] == "tool_calls"
+    output = [{"type": "function_call_output", "call_id": "c1", "output": "done"}]
+    responses = {"model": "demo", "input": output, "tools": [SHELL_TOOL]}
+    async with http.post(llm.url + "/v1/responses", json=responses) as response:
+        assert [item["type"] for item in (await response.json())["output"]] == ["message"]
+
+
+async def test_a_marker_sets_the_length_and_cadence_of_the_default_text(
+    llm: DemoLLMServer, http: aiohttp.ClientSession
+) -> None:
+    prompt = "x " + marker({"tokens": 3, "gap_ms": 30})
+    body = {
+        "model": "demo",
+        "max_tokens": 99,
+        "stream": True,
+        "messages": [{"role": "user", "content": prompt}],
+    }
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with http.post(llm.url + "/v1/messages", json=body) as response:
+        got = await events(response)
+    assert loop.time() - started >= 0.06
+    assert [n for n, _ in got].count("content_block_delta") == 3

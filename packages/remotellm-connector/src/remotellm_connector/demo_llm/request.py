@@ -28,7 +28,13 @@ import msgspec
 from remotellm_connector.demo_llm.config import DemoLLMConfig
 from remotellm_connector.demo_llm.content import prompt_bytes, prompt_token_count, tag_from
 from remotellm_connector.demo_llm.errors import ApiError, injected_error
-from remotellm_connector.demo_llm.script import Reply, ScriptError, ToolCall, pick_reply
+from remotellm_connector.demo_llm.script import (
+    Reply,
+    ScriptError,
+    ToolCall,
+    answers_a_tool,
+    pick_reply,
+)
 from remotellm_connector.demo_llm.tools import argument_pieces, offered_tools, text_pieces
 
 __all__ = ["Kind", "Plan", "check_model", "plan_generation", "read_body"]
@@ -120,9 +126,12 @@ def plan_generation(body: dict[str, Any], kind: Kind, config: DemoLLMConfig) -> 
     if reply.status is not None and reply.status >= 300:
         raise injected_error(reply.status, reply.retry_after)
     tokens = _opt_int(body, "x_tokens", minimum=0)
+    tokens = reply.tokens if tokens is None else tokens
     if tokens is None:
         tokens = _default_tokens(kind, limit, config.tokens)
-    tool_name = _tool_name(body, kind, tools) if kind != "completion" else None
+    tool_name = None
+    if kind != "completion" and not answers_a_tool(prompt):
+        tool_name = _tool_name(body, kind, tools)
     if reply.text is not None or reply.tool_calls:
         tool_name = None
         tokens = len(text_pieces(reply.text or "")) + sum(

@@ -1,10 +1,12 @@
 """Scripted answers: what the demo LLM says to one request, chosen by the request itself.
 
-Without a script every answer is the deterministic ``tok{k}-{tag}`` text (or, when tools are
-offered, a call of the first tool). To drive an agent to the end of a task, a request may
-instead get a ``Reply``:
+Without a script every answer is the deterministic ``tok{k}-{tag}`` text, or, when tools are
+offered and the last message is not a tool's result, a call of the first tool (so an agent
+that runs the call and sends its result gets text and ends its turn). To drive an agent to
+the end of a task, a request may instead get a ``Reply``:
 
-- **inline**: the text of the request's last message (or last Responses input item) contains
+- **inline**: the text of the request's last message (or last Responses input item; system and
+  developer messages do not count) contains
   ``[[demo-reply {JSON}]]``, e.g. a prompt ending in
   ``[[demo-reply {"tool_calls": [{"name": "Write", "arguments": {"file_path": "a.txt",
   "content": "hi"}}]}]]``. The tool result that the agent sends next no longer contains it, so
@@ -21,8 +23,9 @@ instead get a ``Reply``:
 A reply that calls tools applies only to a request that offers all of them (agents send side
 requests, such as title generation, without tools). Reply fields: ``text``, ``tool_calls``
 (``name``, ``arguments`` as an object or a JSON string, optional ``id``), ``status`` (+
-``retry_after``), ``delay_ms`` (time to first token), ``gap_ms``, ``fail_after``,
-``stall_after``. The request's own ``x_*`` fields win over the reply's.
+``retry_after``), ``tokens`` (length of the default text), ``delay_ms`` (time to first
+token), ``gap_ms``, ``fail_after``, ``stall_after``. The request's own ``x_*`` fields win over
+the reply's.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ __all__ = [
     "Rule",
     "ScriptError",
     "ToolCall",
+    "answers_a_tool",
     "inline_reply",
     "last_message_text",
     "load_script",
@@ -49,6 +53,8 @@ __all__ = [
 
 _MARKER = re.compile(r"\[\[demo-reply\s+(.*?)\]\]", re.DOTALL)
 _TEXT_KEYS = frozenset({"text", "content", "output"})
+_INSTRUCTION_ROLES = frozenset({"system", "developer"})
+_TOOL_OUTPUTS = frozenset({"function_call_output", "custom_tool_call_output"})
 
 
 class ScriptError(ValueError):
@@ -71,6 +77,7 @@ class Reply(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tool_calls: tuple[ToolCall, ...] = ()
     status: int | None = None
     retry_after: int | None = None
+    tokens: int | None = None
     delay_ms: float | None = None
     gap_ms: float | None = None
     fail_after: int | None = None
@@ -79,7 +86,7 @@ class Reply(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.status is not None and not 200 <= self.status <= 599:
             raise ScriptError(f"status must be 200..599, got {self.status}")
-        for name in ("delay_ms", "gap_ms", "fail_after", "stall_after", "retry_after"):
+        for name in ("tokens", "delay_ms", "gap_ms", "fail_after", "stall_after", "retry_after"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ScriptError(f"{name} must be >= 0, got {value}")
@@ -127,12 +134,36 @@ def load_script(path: Path) -> tuple[Rule, ...]:
 
 
 def last_message_text(prompt: object) -> str:
-    """The text of the last message or input item: every string under text/content/output."""
+    """The text of the last message or input item that is not a system or developer message
+    (Claude Code appends its environment as a system message): every string under
+    text/content/output."""
     if isinstance(prompt, str):
         return prompt
-    if isinstance(prompt, list) and prompt:
-        return "\n".join(_strings(prompt[-1]))
+    if isinstance(prompt, list):
+        for item in reversed(prompt):
+            if not (isinstance(item, Mapping) and item.get("role") in _INSTRUCTION_ROLES):
+                return "\n".join(_strings(item))
     return ""
+
+
+def answers_a_tool(prompt: object) -> bool:
+    """Whether the last message (as ``last_message_text`` picks it) carries a tool's result:
+    a chat ``tool`` message, a Responses ``function_call_output`` or an Anthropic
+    ``tool_result`` block."""
+    if not isinstance(prompt, list):
+        return False
+    for item in reversed(prompt):
+        if not isinstance(item, Mapping):
+            return False
+        if item.get("role") in _INSTRUCTION_ROLES:
+            continue
+        if item.get("role") == "tool" or item.get("type") in _TOOL_OUTPUTS:
+            return True
+        content = item.get("content")
+        return isinstance(content, list) and any(
+            isinstance(block, Mapping) and block.get("type") == "tool_result" for block in content
+        )
+    return False
 
 
 def _strings(value: object) -> Iterable[str]:
