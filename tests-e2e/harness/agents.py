@@ -134,4 +134,6 @@ async def run_agent(
             os.killpg(proc.pid, signal.SIGKILL)
         if proc.returncode is None:
             await proc.wait()
-    return AgentRun(int(proc.returncode or 0), out.decode(errors="replace"), err.decode(errors="replace"))
+    return AgentRun(
+        int(proc.returncode or 0), out.decode(errors="replace"), err.decode(errors="replace")
+    )
