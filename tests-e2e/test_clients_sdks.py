@@ -35,7 +35,8 @@ WRITE_TOOL: Any = {
 
 @pytest.fixture
 async def limited(tmp_path: Path) -> AsyncIterator[Relay]:
-    async with limited_relay(tmp_path) as relay:
+    (tmp_path / "limited").mkdir()
+    async with limited_relay(tmp_path / "limited") as relay:
         yield relay
 
 
