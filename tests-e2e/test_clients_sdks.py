@@ -47,6 +47,10 @@ def claude(relay: Relay, key: str | None = None) -> anthropic.AsyncAnthropic:
     )
 
 
+def wrong_key_client(relay: Relay) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=relay.api_url, api_key=WRONG_KEY, max_retries=0)
+
+
 def user(text: str) -> list[Any]:
     return [{"role": "user", "content": text}]
 
@@ -146,7 +150,7 @@ async def test_the_openai_sdk_streams_a_response(relay: Relay) -> None:
 async def test_the_openai_sdk_raises_its_own_errors_on_responses(
     relay: Relay, limited: Relay
 ) -> None:
-    async with relay.async_client(api_key=WRONG_KEY) as client:
+    async with wrong_key_client(relay) as client:
         with pytest.raises(openai.AuthenticationError):
             await client.responses.create(model=DEMO_MODEL, input="hi")
     async with limited.async_client() as client:
@@ -178,16 +182,17 @@ async def test_the_openai_sdk_raises_when_the_connector_dies_mid_response(relay:
 
 
 async def test_the_agents_sdk_default_model_answers(relay: Relay, demo_llm: DemoLLMServer) -> None:
+    before = demo_llm.stats.requests["/v1/responses"]  # the connector probes it too
     async with relay.async_client() as client:
         result = await Runner.run(agents_agent(client), "Say hello")
     assert isinstance(result.final_output, str)
     assert result.final_output.startswith("tok0-")
     assert result.final_output.count("tok") == TOKENS
-    assert demo_llm.stats.requests["/v1/responses"] == 1, "the default model is Responses"
+    assert demo_llm.stats.requests["/v1/responses"] == before + 1, "the default is Responses"
 
 
 async def test_the_agents_sdk_raises_its_own_errors(relay: Relay, limited: Relay) -> None:
-    async with relay.async_client(api_key=WRONG_KEY) as client:
+    async with wrong_key_client(relay) as client:
         with pytest.raises(openai.AuthenticationError):
             await Runner.run(agents_agent(client), "hi")
     async with limited.async_client() as client:
