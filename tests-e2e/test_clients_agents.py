@@ -138,6 +138,12 @@ stream_max_retries = 0
 
 [analytics]
 enabled = false
+
+# plugins sync a curated catalog from chatgpt.com and github.com at start
+[features]
+plugins = false
+remote_plugin = false
+apps = false
 """
 
 
@@ -182,8 +188,15 @@ async def test_codex_reports_a_connector_killed_mid_stream(
 # -- Cline CLI -------------------------------------------------------------------------------
 
 
+CLINE_SETTINGS = {"telemetryOptOut": True, "autoUpdateEnabled": False}
+"""Cline's global settings: without the opt-out it sends OpenTelemetry and PostHog events."""
+
+
 async def cline(box: Sandbox, relay: Relay, prompt: str, *, key: str | None = None) -> AgentRun:
-    env = box.env()
+    settings = box.home / ".cline" / "data" / "settings" / "global-settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps(CLINE_SETTINGS), encoding="utf-8")
+    env = box.env(CLINE_GLOBAL_SETTINGS_PATH=str(settings))
     auth = ["cline", "auth", "--provider", "openai", "--apikey", key or relay.key]
     auth += ["--modelid", DEMO_MODEL, "--baseurl", relay.api_url]
     configured = await run_agent(auth, env=env, cwd=box.work)
@@ -213,10 +226,10 @@ async def test_cline_edits_a_file_through_the_broker(box: Sandbox, relay: Relay)
 async def test_cline_reports_a_wrong_key_and_a_429(
     box: Sandbox, relay: Relay, limited: Relay
 ) -> None:
-    wrong = await cline(box, relay, "hi", key=WRONG_KEY)
+    wrong = await cline(box, relay, "say hi", key=WRONG_KEY)
     assert wrong.returncode != 0
     assert "401" in wrong.output
-    refused = await cline(box, limited, "hi")
+    refused = await cline(box, limited, "say hi")
     assert refused.returncode != 0
     assert "429" in refused.output
 
