@@ -215,8 +215,9 @@ async def cline(box: Sandbox, relay: Relay, prompt: str, *, key: str | None = No
 def cline_error(run: AgentRun) -> str:
     """The message of the error event Cline prints (NDJSON) when a run fails."""
     for line in run.output.splitlines():
-        if line.startswith("{") and '"type":"error"' in line:
-            return str(json.loads(line)["message"])
+        event = json.loads(line) if line.startswith("{") else {}
+        if event.get("type") == "error":
+            return str(event["message"])
     raise AssertionError(f"no error event from cline:\n{run.output[-3000:]}")
 
 
