@@ -5,8 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# --fast (hatch run test:fast): the quick loop, without slow suites, the browser, llama.cpp and
-# the real-client suite (agent CLIs and SDKs).
+# --fast (hatch run test:fast): the quick loop, without slow suites, the browser and llama.cpp.
 fast=0
 if [ "${1:-}" = "--fast" ]; then
   fast=1
