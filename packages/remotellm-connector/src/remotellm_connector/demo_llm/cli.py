@@ -52,7 +52,7 @@ def demo_llm_command() -> click.Command:
         "script_path",
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
         default=None,
-        help="YAML/JSON rules that script replies per request (see the demo LLM docs).",
+        help="YAML/JSON list of {match, api, reply} rules scripting replies; first match wins.",
     )
     def demo_llm(
         host: str,
