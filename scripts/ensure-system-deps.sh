@@ -2,6 +2,17 @@
 # Installs what the tests need beyond Python packages, on a fresh Debian machine:
 # Chromium + ChromeDriver for the portal's browser tests. Idempotent and quiet when done.
 set -euo pipefail
+# Node.js + npm: the Node client tests and the agent CLIs of the clients suite
+# (tests-e2e/agent_clis, installed by npm into ~/.cache/remotellm/npm).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing nodejs + npm (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  else
+    echo "node/npm missing and cannot apt-get here: Node and clients tests will fail" >&2
+  fi
+fi
 if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
   exit 0
 fi

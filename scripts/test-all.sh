@@ -10,7 +10,7 @@ fast=0
 if [ "${1:-}" = "--fast" ]; then
   fast=1
   shift
-  set -- -m "not slow and not browser and not llama" "$@"
+  set -- -m "not slow and not browser and not llama and not clients" "$@"
 else
   bash scripts/ensure-system-deps.sh
 fi
@@ -49,6 +49,8 @@ if compgen -G "tests-e2e/test_*.py" >/dev/null; then
     echo "== llama.cpp server for the e2e suite (cached after the first build)"
     python tests-e2e/llama/build_llama_server.py >/dev/null
     python tests-e2e/llama/make_tiny_model.py >/dev/null
+    echo "== agent CLIs for the clients suite (cached after the first install)"
+    python tests-e2e/agent_clis/install.py >/dev/null
   fi
   part tests-e2e pytest -c tests-e2e/pytest.ini --rootdir=tests-e2e -p no:cacheprovider \
     tests-e2e "$@"

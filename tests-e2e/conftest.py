@@ -27,7 +27,8 @@ DEMO_MODEL = "demo"
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Prepare the slow prerequisites once, before any test and outside every test timeout:
-    the llama.cpp build (~7 min on 2 cores the first time, then cached) and ``npm ci``."""
+    the llama.cpp build (~7 min on 2 cores the first time, then cached), ``npm ci`` and the
+    agent CLIs (~1 min the first time, then cached in ~/.cache/remotellm/npm)."""
     if session.config.option.collectonly:
         return
     markers = {m.name for item in session.items for m in item.iter_markers()}
@@ -40,6 +41,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         from harness.node import ensure_node_client
 
         ensure_node_client()
+    if "clients" in markers:
+        from agent_clis.install import ensure_agent_clis
+
+        ensure_agent_clis()
 
 
 @dataclass

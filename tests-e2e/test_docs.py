@@ -1,5 +1,6 @@
-"""The documented commands work: every curl example in README.md and docs/, the openai Python
-examples there, and the README's run command (``scripts/demo.py``), against a live relay.
+"""The documented commands work: every curl example in README.md and docs/, the Python
+examples there that use the openai, anthropic or openai-agents SDK, and the README's run
+command (``scripts/demo.py``), against a live relay.
 
 Examples are written for a reader (``http://127.0.0.1:8000``, ``https://llm.example.com``,
 ``sk-...``); the test swaps in the live broker's URL and a real key, serves every model name
@@ -32,6 +33,12 @@ _CURL = re.compile(r"(?:^|\$ |: )(curl\s.+)$")
 _BASE = re.compile(r"https?://(?:127\.0\.0\.1|localhost):8000|https://[\w.-]+\.example\.com")
 _KEY = re.compile(r"sk-(?:\.\.\.|…|[0-9a-f]{4}…|YOUR[_-]KEY)|YOUR_API_KEY|YOUR_KEY")
 _MODEL = re.compile(r"""["']?model["']?\s*[:=]\s*["']([^"']+)["']""")
+_SDK_IMPORT = r"^\s*(from openai|import openai|from anthropic|import anthropic|from agents)"
+# The last event of a complete stream, per API (a broken one must not end with it).
+_STREAM_END = {
+    "/v1/responses": "event: response.completed",
+    "/v1/messages": "event: message_stop",
+}
 
 
 @dataclass(frozen=True)
@@ -66,9 +73,7 @@ def collect_examples() -> list[Example]:
             source = f"{path.relative_to(REPO)}:{line}"
             if language in ("", "sh", "bash", "shell", "console", "zsh"):
                 examples += [Example(source, "shell", c) for c in _shell_commands(block)]
-            elif language == "python" and re.search(
-                r"^\s*(from openai|import openai)", block, re.M
-            ):
+            elif language == "python" and re.search(_SDK_IMPORT, block, re.M):
                 examples.append(Example(source, "python", block))
     return examples
 
@@ -132,7 +137,8 @@ async def test_a_documented_command_works(example: Example, docs_relay: Relay) -
     assert status == 0, f"{example.source} failed ({status}):\n{code}\n{output[-2000:]}"
     assert output.strip(), f"{example.source} printed nothing"
     if '"stream": true' in code.replace("True", "true"):
-        assert "data: [DONE]" in output
+        path = next((p for p in _STREAM_END if p in code), None)
+        assert (_STREAM_END[path] if path else "data: [DONE]") in output
 
 
 @pytest.mark.slow

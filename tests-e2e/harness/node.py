@@ -11,14 +11,16 @@ import asyncio
 import json
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from harness.modes import E2E_ROOT
 
-__all__ = ["NODE_DIR", "NodeUnavailable", "ensure_node_client", "run_cline"]
+__all__ = ["NODE_DIR", "NodeUnavailable", "ensure_node_client", "run_cline", "run_node_script"]
 
 NODE_DIR = E2E_ROOT / "node"
 SCRIPT = NODE_DIR / "cline_client.mjs"
+RESPONSES_SCRIPT = NODE_DIR / "responses_client.mjs"
 
 
 class NodeUnavailable(RuntimeError):
@@ -56,9 +58,16 @@ def ensure_node_client() -> None:
 
 async def run_cline(options: dict[str, Any], *, within: float = 60.0) -> dict[str, Any]:
     """Run the Cline-shaped request; its JSON report (see cline_client.mjs)."""
+    return await run_node_script(SCRIPT, options, within=within)
+
+
+async def run_node_script(
+    script: Path, options: dict[str, Any], *, within: float = 60.0
+) -> dict[str, Any]:
+    """Run one of node/*.mjs with its options; the JSON report it prints last."""
     proc = await asyncio.create_subprocess_exec(
         "node",
-        str(SCRIPT),
+        str(script),
         json.dumps(options),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

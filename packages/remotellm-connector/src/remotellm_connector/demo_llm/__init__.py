@@ -2,9 +2,11 @@
 
 It answers like vLLM's or llama.cpp's ``/v1`` — ``GET /v1/models`` (with ``max_model_len``),
 ``GET /v1/models/{id}``, ``POST /v1/chat/completions``, ``/v1/completions`` (streaming SSE or
-not, usage chunk on ``stream_options.include_usage``, tool calls when ``tools`` are given) and
-``/v1/embeddings`` — with deterministic content (``content``), controllable cadence, and
-injectable faults (``x_*`` body fields, see ``request``). ``GET /_demo/stats`` (and
+not, usage chunk on ``stream_options.include_usage``, tool calls when ``tools`` are given),
+``/v1/embeddings``, the Responses API (``/v1/responses``, ``responses_api``) and Anthropic's
+Messages API (``/v1/messages`` and ``/count_tokens``, ``messages_api``) — with deterministic
+content (``content``), controllable cadence, injectable faults (``x_*`` body fields, see
+``request``) and scripted replies for driving agents (``script``). ``GET /_demo/stats`` (and
 ``app[DEMO_STATS]`` in-process) tell what the server saw.
 
     async with serve_demo_llm(DemoLLMConfig(tokens=3)) as llm:

@@ -65,6 +65,9 @@ def make_app(config: DemoLLMConfig | None = None) -> web.Application:
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_post("/v1/completions", handlers.completions)
     app.router.add_post("/v1/embeddings", handlers.embeddings)
+    app.router.add_post("/v1/responses", handlers.responses)
+    app.router.add_post("/v1/messages", handlers.messages)
+    app.router.add_post("/v1/messages/count_tokens", handlers.count_tokens)
     app.router.add_get("/health", health)
     app.router.add_get("/_demo/stats", handlers.stats)
     app.router.add_post("/_demo/stats/reset", handlers.stats_reset)
@@ -85,15 +88,17 @@ def _model_object(config: DemoLLMConfig, model_id: str, created: int) -> dict[st
 
 @web.middleware
 async def _openai_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Count the request, check the key, and give every refusal OpenAI's error shape."""
+    """Count the request, check the key, and give every refusal OpenAI's error shape (Anthropic's
+    on the Messages routes)."""
     resource = request.match_info.route.resource
     request.app[DEMO_STATS].request_seen(request.path if resource is None else resource.canonical)
+    anthropic = request.path.startswith("/v1/messages")
     try:
         if request.path not in _OPEN_PATHS:
             _check_key(request, request.app[DEMO_CONFIG].api_key)
         return await handler(request)
     except ApiError as err:
-        return err.response()
+        return err.response(anthropic=anthropic)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -102,7 +107,7 @@ async def _openai_middleware(request: web.Request, handler: _Handler) -> web.Str
             if exc.status in (404, 405)
             else exc.reason
         )
-        return ApiError(exc.status, message).response()
+        return ApiError(exc.status, message).response(anthropic=anthropic)
 
 
 def _check_key(request: web.Request, expected: str | None) -> None:
@@ -111,7 +116,7 @@ def _check_key(request: web.Request, expected: str | None) -> None:
     given = request.headers.get("Authorization", "")
     scheme, _, token = given.partition(" ")
     if scheme.lower() != "bearer":
-        token = request.headers.get("api-key", "")
+        token = request.headers.get("api-key", "") or request.headers.get("x-api-key", "")
     if not token:
         raise ApiError(401, "You didn't provide an API key.", code="invalid_api_key")
     if not hmac.compare_digest(token.strip().encode(), expected.encode()):

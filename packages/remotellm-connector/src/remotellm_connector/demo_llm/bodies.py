@@ -19,10 +19,12 @@ from typing import Any
 
 import msgspec
 
-from remotellm_connector.demo_llm.content import iter_tokens, token, tool_argument_pieces
+from remotellm_connector.demo_llm.content import token
+from remotellm_connector.demo_llm.frames import FrameShape
 from remotellm_connector.demo_llm.request import Plan
+from remotellm_connector.demo_llm.tools import answer_calls, answer_text
 
-__all__ = ["DONE", "FINGERPRINT", "StreamShape", "full_body", "usage_of"]
+__all__ = ["DONE", "FINGERPRINT", "StreamShape", "full_body", "scripted_calls_shape", "usage_of"]
 
 FINGERPRINT = "fp_demo"
 DONE = b"data: [DONE]\n\n"
@@ -54,9 +56,9 @@ def _envelope(plan: Plan, response_id: str, created: int, *, chunk: bool) -> dic
 class StreamShape:
     """The pre-encoded frame of one SSE response.
 
-    Send ``opening + piece(t)`` for the first of ``texts`` (the chat role chunk travels with the
-    first token, so the time to the first byte is the time to the first token), then
-    ``piece(t)`` for each other one (``count`` in all), then ``closing``.
+    Send ``opening`` with the first of ``chunks()`` (the chat role chunk travels with the
+    first token, so the time to the first byte is the time to the first token), then each
+    other one (``count`` in all), then ``closing``.
     """
 
     __slots__ = ("_after", "_before", "closing", "count", "opening", "texts")
@@ -70,21 +72,22 @@ class StreamShape:
         if plan.kind == "chat":
             head += b',"choices":[{"index":0,"delta":'
             open_tail = b',"logprobs":null,"finish_reason":null}' + end
-            if plan.tool_name is None:
+            calls = answer_calls(plan)
+            if not calls:
                 self.count = plan.tokens
-                self.texts: Iterator[str] = iter_tokens(plan.tag, plan.tokens)
+                self.texts: Iterator[str] = answer_text(plan)
                 first: dict[str, object] = {"role": "assistant", "content": "", "refusal": None}
                 self._before = head + b'{"content":'
                 self._after = b"}" + open_tail
             else:
-                self.count = plan.tokens + 2
-                self.texts = tool_argument_pieces(plan.tag, plan.tokens)
-                call = {"name": plan.tool_name, "arguments": ""}
+                self.count = len(calls[0].pieces)
+                self.texts = iter(calls[0].pieces)
+                call = {"name": calls[0].name, "arguments": ""}
                 first = {
                     "role": "assistant",
                     "content": None,
                     "tool_calls": [
-                        {"index": 0, "id": f"call_{plan.tag}", "type": "function", "function": call}
+                        {"index": 0, "id": calls[0].id, "type": "function", "function": call}
                     ],
                 }
                 self._before = head + b'{"tool_calls":[{"index":0,"function":{"arguments":'
@@ -94,7 +97,7 @@ class StreamShape:
         else:
             head += b',"choices":[{"text":'
             self.count = plan.tokens
-            self.texts = iter_tokens(plan.tag, plan.tokens)
+            self.texts = answer_text(plan)
             self.opening = b""
             self._before = head
             self._after = b',"index":0,"logprobs":null,"finish_reason":null}' + end
@@ -104,23 +107,28 @@ class StreamShape:
             last += b"data: " + usage_chunk + b"}\n\n"
         self.closing = last + DONE
 
-    def piece(self, text: str) -> bytes:
-        return self._before + _encode(text) + self._after
+    def chunks(self) -> Iterator[bytes]:
+        before, after = self._before, self._after
+        return (before + _encode(text) + after for text in self.texts)
 
 
 def full_body(plan: Plan, response_id: str, created: int) -> bytes:
     """A non-streaming response; ``x_response_bytes`` pads the text to that exact body size."""
     body = _envelope(plan, response_id, created, chunk=False)
-    text = "".join(iter_tokens(plan.tag, plan.tokens))
+    text = "".join(answer_text(plan))
     choice: dict[str, Any]
+    calls = answer_calls(plan) if plan.kind == "chat" else []
     if plan.kind == "chat":
         message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
-        if plan.tool_name is not None:
-            arguments = "".join(tool_argument_pieces(plan.tag, plan.tokens))
-            call = {"name": plan.tool_name, "arguments": arguments}
-            message["content"] = None
+        if calls:
+            message["content"] = text or None
             message["tool_calls"] = [
-                {"id": f"call_{plan.tag}", "type": "function", "function": call}
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in calls
             ]
         choice = {"index": 0, "message": message, "logprobs": None}
     else:
@@ -128,7 +136,7 @@ def full_body(plan: Plan, response_id: str, created: int) -> bytes:
     choice["finish_reason"] = plan.finish_reason
     body["choices"] = [choice]
     body["usage"] = usage_of(plan)
-    if plan.response_bytes is None or plan.tool_name is not None:
+    if plan.response_bytes is None or calls:
         return _encode(body)
     key = "message" if plan.kind == "chat" else None
     _set_text(choice, key, "")
@@ -144,3 +152,30 @@ def _set_text(choice: dict[str, Any], key: str | None, text: str) -> None:
         choice["text"] = text
     else:
         choice[key]["content"] = text
+
+
+def scripted_calls_shape(plan: Plan, response_id: str, created: int) -> FrameShape:
+    """A chat stream of scripted text and several tool calls (the fast shape has one call)."""
+    envelope = _envelope(plan, response_id, created, chunk=True)
+    usage_null = {"usage": None} if plan.include_usage else {}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return b"data: " + _encode({**envelope, "choices": [choice], **usage_null}) + b"\n\n"
+
+    opening = chunk({"role": "assistant", "content": "", "refusal": None})
+    deltas = [chunk({"content": piece}) for piece in answer_text(plan)]
+    for index, call in enumerate(answer_calls(plan)):
+        function = {"name": call.name, "arguments": ""}
+        head = {"index": index, "id": call.id, "type": "function", "function": function}
+        frames = [
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+            for piece in call.pieces
+        ]
+        deltas.append(chunk({"tool_calls": [head]}))
+        deltas += frames
+    closing = chunk({}, plan.finish_reason)
+    if plan.include_usage:
+        usage = {**envelope, "choices": [], "usage": usage_of(plan)}
+        closing += b"data: " + _encode(usage) + b"\n\n"
+    return FrameShape(opening, deltas, closing + DONE)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from pathlib import Path
 
 import click
 
 from remotellm_connector.demo_llm.app import DemoLLMServer, run_demo_llm
 from remotellm_connector.demo_llm.config import DEMO_CONFIG, DemoLLMConfig
+from remotellm_connector.demo_llm.script import load_script
 
 __all__ = ["demo_llm_command", "main"]
 
@@ -45,6 +47,13 @@ def demo_llm_command() -> click.Command:
         default=None,
         help="Require this bearer key (env: REMOTELLM_DEMO_LLM_API_KEY).",
     )
+    @click.option(
+        "--script",
+        "script_path",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="YAML/JSON list of {match, api, reply} rules scripting replies; first match wins.",
+    )
     def demo_llm(
         host: str,
         port: int,
@@ -54,9 +63,11 @@ def demo_llm_command() -> click.Command:
         models: tuple[str, ...],
         max_model_len: int,
         api_key: str | None,
+        script_path: Path | None,
     ) -> None:
-        """Run a fake OpenAI-compatible LLM (deterministic tokens, no GPU needed)."""
+        """Run a fake OpenAI/Anthropic-compatible LLM (deterministic tokens, no GPU needed)."""
         try:
+            script = load_script(script_path) if script_path is not None else ()
             config = DemoLLMConfig(
                 models=tuple(models),
                 tokens=tokens,
@@ -64,8 +75,9 @@ def demo_llm_command() -> click.Command:
                 gap_s=gap_ms / 1000,
                 api_key=api_key or None,
                 max_model_len=max_model_len,
+                script=script,
             )
-        except ValueError as exc:
+        except ValueError as exc:  # ScriptError is a ValueError too
             raise click.BadParameter(str(exc)) from None
         asyncio.run(_serve(host, port, config))
 

@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 from aiohttp import web
 
+from remotellm_connector.demo_llm.script import Rule
+
 __all__ = ["DEMO_CONFIG", "DEMO_STATS", "DemoLLMConfig", "DemoStats", "Disconnect"]
 
 
@@ -36,6 +38,8 @@ class DemoLLMConfig:
     """Reported by /v1/models as vLLM does, so context-length discovery can be tested."""
     owned_by: str = "remotellm-demo"
     embedding_dim: int = 16
+    script: tuple[Rule, ...] = ()
+    """Scripted replies, first match wins (see ``script``; ``demo-llm --script FILE``)."""
 
     def __post_init__(self) -> None:
         if not self.models or any(not m for m in self.models):

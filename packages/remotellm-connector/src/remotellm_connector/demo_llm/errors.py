@@ -1,7 +1,8 @@
 """OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code"}}`` with a status.
 
 Handlers raise ``ApiError``; the app's middleware turns it into the response, so every refusal
-(bad JSON, unknown model, missing key, an injected ``x_status``) looks like OpenAI's.
+(bad JSON, unknown model, missing key, an injected ``x_status``) looks like OpenAI's, or on the
+Messages routes like Anthropic's: ``{"type": "error", "error": {"type", "message"}}``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,27 @@ from collections.abc import Mapping
 import msgspec
 from aiohttp import web
 
-__all__ = ["ApiError", "error_body", "injected_error"]
+__all__ = ["ApiError", "anthropic_error_type", "error_body", "injected_error"]
 
 _encode = msgspec.json.Encoder().encode
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_type(status: int) -> str:
+    """The ``error.type`` Anthropic gives a status."""
+    if status in _ANTHROPIC_TYPES:
+        return _ANTHROPIC_TYPES[status]
+    return "api_error" if status >= 500 else "invalid_request_error"
 
 
 def error_body(
@@ -43,10 +62,15 @@ class ApiError(Exception):
         self.code = code
         self.headers = dict(headers or {})
 
-    def response(self) -> web.Response:
+    def response(self, *, anthropic: bool = False) -> web.Response:
+        if anthropic:
+            error = {"type": anthropic_error_type(self.status), "message": self.message}
+            body = _encode({"type": "error", "error": error})
+        else:
+            body = error_body(self.message, type_=self.type, param=self.param, code=self.code)
         return web.Response(
             status=self.status,
-            body=error_body(self.message, type_=self.type, param=self.param, code=self.code),
+            body=body,
             content_type="application/json",
             headers=self.headers,
         )

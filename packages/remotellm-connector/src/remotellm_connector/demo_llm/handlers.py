@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from remotellm_connector.demo_llm.bodies import StreamShape, full_body
+from remotellm_connector.demo_llm.bodies import StreamShape, full_body, scripted_calls_shape
 from remotellm_connector.demo_llm.config import DEMO_CONFIG, DEMO_STATS, DemoStats, Disconnect
 from remotellm_connector.demo_llm.content import (
     embedding_vector,
@@ -25,9 +25,21 @@ from remotellm_connector.demo_llm.content import (
     prompt_token_count,
 )
 from remotellm_connector.demo_llm.errors import ApiError
+from remotellm_connector.demo_llm.frames import FrameShape
+from remotellm_connector.demo_llm.messages_api import message_body, message_shape
 from remotellm_connector.demo_llm.request import Kind, Plan, check_model, plan_generation, read_body
+from remotellm_connector.demo_llm.responses_api import response_body, response_shape
 
-__all__ = ["chat_completions", "completions", "embeddings", "stats", "stats_reset"]
+__all__ = [
+    "chat_completions",
+    "completions",
+    "count_tokens",
+    "embeddings",
+    "messages",
+    "responses",
+    "stats",
+    "stats_reset",
+]
 
 _POLL_S = 0.1
 _encode = msgspec.json.Encoder().encode
@@ -42,14 +54,43 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await _generate(request, "completion")
 
 
+async def responses(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "responses")
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "messages")
+
+
+async def count_tokens(request: web.Request) -> web.StreamResponse:
+    """Anthropic's token count: the same count as a message's usage.input_tokens."""
+    body = read_body(await request.read())
+    check_model(body, request.app[DEMO_CONFIG])
+    if not isinstance(body.get("messages"), list):
+        raise ApiError(400, "messages: Field required", param="messages")
+    reply = {"input_tokens": prompt_token_count(prompt_bytes(body))}
+    return await _send_json(request, _encode(reply))
+
+
+_PREFIX = {"chat": "chatcmpl-", "completion": "cmpl-", "responses": "resp_", "messages": "msg_"}
+
+
 async def _generate(request: web.Request, kind: Kind) -> web.StreamResponse:
     body = read_body(await request.read())
     plan = plan_generation(body, kind, request.app[DEMO_CONFIG])
-    prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
-    response_id = prefix + uuid.uuid4().hex[:24]
+    response_id = _PREFIX[kind] + uuid.uuid4().hex[:24]
     created = int(time.time())
     if plan.stream:
-        return await _stream(request, plan, StreamShape(plan, response_id, created))
+        shape: StreamShape | FrameShape
+        if kind == "responses":
+            shape = response_shape(plan, response_id, body, created)
+        elif kind == "messages":
+            shape = message_shape(plan, response_id)
+        elif plan.calls:
+            shape = scripted_calls_shape(plan, response_id, created)
+        else:
+            shape = StreamShape(plan, response_id, created)
+        return await _stream(request, plan, shape)
     try:
         await _sleep(request, plan.ttft_s + plan.gap_s * max(plan.tokens - 1, 0))
     except ConnectionResetError:
@@ -62,6 +103,10 @@ async def _generate(request: web.Request, kind: Kind) -> web.StreamResponse:
     if plan.fail_after is not None:
         _drop_connection(request)
         return web.Response()  # never sent: aiohttp swallows the write to a closed transport
+    if kind == "responses":
+        return await _send_json(request, response_body(plan, response_id, body, created))
+    if kind == "messages":
+        return await _send_json(request, message_body(plan, response_id))
     return await _send_json(request, full_body(plan, response_id, created))
 
 
@@ -84,7 +129,9 @@ def _drop_connection(request: web.Request) -> None:
         transport.close()
 
 
-async def _stream(request: web.Request, plan: Plan, shape: StreamShape) -> web.StreamResponse:
+async def _stream(
+    request: web.Request, plan: Plan, shape: StreamShape | FrameShape
+) -> web.StreamResponse:
     stats = request.app[DEMO_STATS]
     response = web.StreamResponse(headers=_sse_headers(request))
     await response.prepare(request)
@@ -97,12 +144,11 @@ async def _stream(request: web.Request, plan: Plan, shape: StreamShape) -> web.S
         fail_after = plan.fail_after
         stall_after = plan.stall_after
         gap = plan.gap_s
-        for k, text in enumerate(shape.texts):
+        for k, chunk in enumerate(shape.chunks()):
             if k == fail_after:
                 break
             if k == stall_after:
                 await _stall(request)
-            chunk = shape.piece(text)
             await response.write(shape.opening + chunk if k == 0 else chunk)
             sent += 1
             # Yield even without a gap, as a real server does per token: otherwise one stream

@@ -1,0 +1,1 @@
+"""The pinned coding-agent CLIs of the clients suite (see install.py)."""
