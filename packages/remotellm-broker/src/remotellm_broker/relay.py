@@ -84,7 +84,7 @@ async def relay_endpoint(request: web.Request) -> web.StreamResponse:
     if link is None:
         return ws
     log.info(
-        "connector connected",
+        "connector_connected",
         connector=link.name,
         session_id=link.session_id,
         token=token_name,
@@ -99,7 +99,7 @@ async def relay_endpoint(request: web.Request) -> web.StreamResponse:
     finally:
         state.remove_link(link)
         writer.cancel()
-        log.info("connector disconnected", connector=link.name, session_id=link.session_id)
+        log.info("connector_disconnected", connector=link.name, session_id=link.session_id)
     return ws
 
 
@@ -111,12 +111,12 @@ async def _handshake(
     try:
         msg = await ws.receive(timeout=state.handshake_timeout_s)
     except TimeoutError:
-        log.warning("connector handshake timed out", remote=request.remote)
+        log.warning("connector_handshake_timeout", remote=request.remote)
         await ws.close(code=CloseCode.HANDSHAKE_TIMEOUT, message=b"no hello in time")
         return None
     if msg.type is not WSMsgType.BINARY:
         if msg.type not in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-            log.warning("connector handshake failed", remote=request.remote, got=msg.type.name)
+            log.warning("connector_handshake_failed", remote=request.remote, got=msg.type.name)
             await ws.close(code=CloseCode.PROTOCOL_ERROR, message=b"expected hello")
         return None
     try:
@@ -126,7 +126,7 @@ async def _handshake(
         if not hello.name or len(hello.name) > _MAX_NAME or not hello.name.isprintable():
             raise RemoteProtocolError("hello.name must be 1-128 printable characters")
     except RemoteProtocolError as err:
-        log.warning("connector protocol error", remote=request.remote, error=err.message[:200])
+        log.warning("connector_protocol_error", remote=request.remote, error=err.message[:200])
         await ws.close(code=err.close_code, message=err.message[:120].encode())
         return None
     session_id = uuid.uuid4().hex
@@ -152,7 +152,7 @@ async def _handshake(
         link.go_away()
     replaced = state.add_link(link)
     if replaced is not None:
-        log.info("connector replaced", connector=link.name, old_session_id=replaced.session_id)
+        log.info("connector_replaced", connector=link.name, old_session_id=replaced.session_id)
     return link
 
 
@@ -168,7 +168,7 @@ async def _read(ws: web.WebSocketResponse, link: ConnectorLink) -> None:
                 raise RemoteProtocolError(f"unexpected {msg.type.name.lower()} message")
     except RemoteProtocolError as err:
         log.warning(
-            "connector protocol error",
+            "connector_protocol_error",
             connector=link.name,
             session_id=link.session_id,
             error=err.message[:200],
@@ -177,6 +177,6 @@ async def _read(ws: web.WebSocketResponse, link: ConnectorLink) -> None:
         link.lost()
         await ws.close(code=err.close_code, message=err.message[:120].encode())
     except LocalProtocolError as err:  # a bug on our side: drop the connection, say why
-        log.error("relay bug", connector=link.name, error=err.message[:200])
+        log.error("relay_bug", connector=link.name, error=err.message[:200])
         link.lost()
         await ws.close(code=CloseCode.INTERNAL_ERROR, message=b"internal error")

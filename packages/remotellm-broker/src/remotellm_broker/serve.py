@@ -118,7 +118,7 @@ async def run_broker(
             app,
         )
         log.info(
-            "broker listening", url=bound.url, health=f"{bound.health_host}:{bound.health_port}"
+            "broker_listening", url=bound.url, health=f"{bound.health_host}:{bound.health_port}"
         )
         if started is not None:
             started(bound)
@@ -136,7 +136,7 @@ async def run_broker(
             await drain(state, settings.shutdown_timeout)
         await runner.cleanup()
         await health_runner.cleanup()
-        log.info("broker stopped")
+        log.info("broker_stopped")
 
 
 def _hints(settings: BrokerSettings, store: UserStore, bound: Bound) -> list[str]:
@@ -212,9 +212,9 @@ async def _main(settings: BrokerSettings, store: UserStore) -> None:
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
-            log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
+            log.warning("second_signal_exiting", signal=signal.Signals(signum).name)
             os._exit(1)
-        log.info("signal received: draining", signal=signal.Signals(signum).name)
+        log.info("signal_received_draining", signal=signal.Signals(signum).name)
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -52,9 +52,9 @@ def add_portal(
             settings.gitlab_client_id or settings.gitlab_client_secret or settings.session_secret
         )
         if wanted:
-            log.warning("portal.off", missing=missing_portal_settings(settings))
+            log.warning("portal_off", missing=missing_portal_settings(settings))
         else:
-            log.info("portal.off", reason="GitLab login not configured")
+            log.info("portal_off", reason="GitLab login not configured")
         app.router.add_get("/", off_index)
         app.router.add_route("*", "/auth/{tail:.*}", off_auth)
         return
@@ -71,4 +71,4 @@ def add_portal(
     app.router.add_get("/auth/callback", with_session(portal.callback))
     app.router.add_post("/auth/rotate", with_session(portal.rotate))
     app.router.add_post("/auth/logout", with_session(portal.logout))
-    log.info("portal.on", gitlab=config.gitlab_host, callback=config.redirect_uri)
+    log.info("portal_on", gitlab=config.gitlab_host, callback=config.redirect_uri)

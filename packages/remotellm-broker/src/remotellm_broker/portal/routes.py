@@ -153,7 +153,7 @@ class Portal:
 
     async def login(self, request: web.Request) -> web.Response:
         if not await self.oauth.reachable():
-            log.warning("portal.gitlab_unreachable", gitlab=self.config.gitlab_host)
+            log.warning("portal_gitlab_unreachable", gitlab=self.config.gitlab_host)
             return self._gitlab_down()
         session = await get_session(request)
         url, pending = self.oauth.begin(time.time())
@@ -169,17 +169,17 @@ class Portal:
             or not hmac.compare_digest(pending.state.encode(), returned_state.encode())
             or not self.spent_states.spend(pending.state)
         ):
-            log.info("portal.callback_rejected", reason="state")
+            log.info("portal_callback_rejected", reason="state")
             return self._bad_state()
         if "error" in request.query:
             return self._gitlab_refused(GitLabRefused(request.query.get("error", "")))
         try:
             gitlab_user = await self.oauth.complete(request.rel_url.raw_query_string, pending)
         except BadCallback:
-            log.info("portal.callback_rejected", reason="callback")
+            log.info("portal_callback_rejected", reason="callback")
             return self._bad_state()
         except GitLabUnavailable as exc:
-            log.warning("portal.gitlab_unavailable", error=str(exc))
+            log.warning("portal_gitlab_unavailable", error=str(exc))
             return self._gitlab_down()
         except GitLabRefused as exc:
             return self._gitlab_refused(exc)
@@ -194,17 +194,17 @@ class Portal:
                 gitlab_user.name,
             )
             if user.blocked:
-                log.info("portal.login_blocked", user_id=user.user_id)
+                log.info("portal_login_blocked", user_id=user.user_id)
                 (await get_session(request)).invalidate()
                 return self._page("blocked.html", status=403, blocked_name=user.name)
             session = await start_user_session(request, user.user_id)
-            log.info("portal.login", user_id=user.user_id, has_key=user.has_key)
+            log.info("portal_login", user_id=user.user_id, has_key=user.has_key)
             if user.has_key:
                 return self._redirect_home()
             key = await asyncio.to_thread(self.store.issue_key_for, user.user_id)
         except UserStoreError as exc:
             return self._store_failed(exc)
-        log.info("portal.key_issued", user_id=user.user_id, first=True)
+        log.info("portal_key_issued", user_id=user.user_id, first=True)
         return self._key_page(
             self.store.get_user(user.user_id) or user, key, session, rotated=False
         )
@@ -216,7 +216,7 @@ class Portal:
         if user_id is None or not self._same_origin(request):
             return self._forbidden()
         if not csrf_matches(csrf_token(session), form.get(CSRF_FIELD)):
-            log.info("portal.csrf_rejected", user_id=user_id)
+            log.info("portal_csrf_rejected", user_id=user_id)
             return self._forbidden()
         user = self.store.get_user(user_id)
         if user is None:
@@ -229,7 +229,7 @@ class Portal:
             key = await asyncio.to_thread(self.store.issue_key_for, user_id)
         except UserStoreError as exc:
             return self._store_failed(exc)
-        log.info("portal.key_issued", user_id=user_id, first=not user.has_key)
+        log.info("portal_key_issued", user_id=user_id, first=not user.has_key)
         fresh = self.store.get_user(user_id) or user
         return self._key_page(fresh, key, session, rotated=user.has_key)
 
@@ -242,7 +242,7 @@ class Portal:
             csrf_token(session), form.get(CSRF_FIELD)
         ):
             return self._forbidden()
-        log.info("portal.logout", user_id=current_user_id(session))
+        log.info("portal_logout", user_id=current_user_id(session))
         session.invalidate()
         return self._redirect_home()
 
@@ -281,7 +281,7 @@ class Portal:
         )
 
     def _gitlab_refused(self, exc: GitLabRefused) -> web.Response:
-        log.warning("portal.gitlab_refused", error=exc.error)
+        log.warning("portal_gitlab_refused", error=exc.error)
         if exc.error == "access_denied":
             message = "The login was cancelled in GitLab, so no key was issued."
             return self._error(403, "Login cancelled", message, keys_still_work=True)
@@ -292,7 +292,7 @@ class Portal:
         return self._error(502, "GitLab refused the login", message, keys_still_work=True)
 
     def _store_failed(self, exc: UserStoreError) -> web.Response:
-        log.error("portal.store_failed", error=str(exc))
+        log.error("portal_store_failed", error=str(exc))
         message = "The broker could not save your account just now. Try again in a minute."
         return self._error(503, "Something went wrong", message, keys_still_work=True)
 
