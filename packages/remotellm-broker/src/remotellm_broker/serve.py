@@ -191,7 +191,9 @@ def serve(config_file: Path | None, **flags: Any) -> None:
         settings = load_settings(config_file, os.environ, _overrides(flags))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    configure_logging(settings.log_format, settings.log_level)
+    secrets = [*settings.api_keys, *settings.connector_tokens]  # never shown in a log line
+    secrets += [settings.gitlab_client_secret or "", settings.session_secret or ""]
+    configure_logging(settings.log_format, settings.log_level, secrets=secrets)
     try:
         store = UserStore(
             Path(settings.users_file),
