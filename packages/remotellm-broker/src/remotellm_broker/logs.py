@@ -89,13 +89,37 @@ _CREDENTIAL = re.compile(r"\b((?i:bearer)|Basic)([ \t]+)[A-Za-z0-9._~+/=-]{8,}")
 # OpenAI-style keys (sk-..., sk-proj-...) and remotellm connector tokens (rct-...).
 _SHAPED = re.compile(r"\b(?:sk|rct)-[A-Za-z0-9_-]{8,}")
 
-_known: re.Pattern[str] | None = None
+# Cheap first look (a lowercase copy and a few substring tests, far cheaper than the patterns
+# above): a line with none of these shows no secret to the patterns, so they are skipped.
+_HINTS = (
+    "sk-",
+    "rct-",
+    "bearer",
+    "basic",
+    "authoriz",
+    "cookie",
+    "api-key",
+    "api_key",
+    "apikey",
+    "token=",
+    "password=",
+    "secret=",
+)
+
+_known: tuple[str, ...] = ()
 
 
 def redact_text(text: str) -> str:
     """``text`` with every secret it shows replaced by ``[redacted]``."""
-    if _known is not None:
-        text = _known.sub(REDACTED, text)
+    for secret in _known:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    lowered = text.lower()
+    for hint in _HINTS:
+        if hint in lowered:
+            break
+    else:
+        return text
     text = _HEADER.sub(rf"\1\2{REDACTED}", text)
     text = _PARAM.sub(rf"\1\2{REDACTED}", text)
     text = _CREDENTIAL.sub(rf"\1\2{REDACTED}", text)
@@ -103,7 +127,9 @@ def redact_text(text: str) -> str:
 
 
 def _redact_value(name: str, value: Any) -> Any:
-    if name.lower().replace("-", "_") in _SECRET_FIELDS and value not in (None, ""):
+    if value is None or value == "":
+        return value
+    if name in _SECRET_FIELDS or name.lower().replace("-", "_") in _SECRET_FIELDS:
         return REDACTED
     if isinstance(value, str):
         return redact_text(value)
@@ -114,10 +140,13 @@ def _redact_value(name: str, value: Any) -> Any:
     return value
 
 
+_PLAIN = (int, float, bool)
+
+
 def redact_secrets(logger: Any, method: str, event_dict: Any) -> Any:
     """structlog processor: no field of the line shows a secret (see the module docstring)."""
     for name, value in event_dict.items():
-        if not name.startswith("_"):  # _record, _from_structlog: ProcessorFormatter's own
+        if name in _SECRET_FIELDS or (type(value) not in _PLAIN and not name.startswith("_")):
             event_dict[name] = _redact_value(name, value)
     return event_dict
 
@@ -159,8 +188,8 @@ def configure_logging(
     shown even if they do not look like one; values shorter than 8 characters are ignored.
     """
     global _known
-    values = sorted({s for s in secrets if s and len(s) >= 8}, key=len, reverse=True)
-    _known = re.compile("|".join(re.escape(s) for s in values)) if values else None
+    # longest first, so a secret that contains another is replaced whole
+    _known = tuple(sorted({s for s in secrets if s and len(s) >= 8}, key=len, reverse=True))
 
     out = stream if stream is not None else sys.stderr
     console = fmt == "console" or (fmt == "auto" and out.isatty())
