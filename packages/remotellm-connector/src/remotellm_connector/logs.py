@@ -258,7 +258,8 @@ class _BadRequestFilter(logging.Filter):
             record.args = ()
             record.status = status
             record.error = _parser_reason(message)
-            record.remote = str(remote) if remote is not None else None
+            if remote is not None:  # recent aiohttp names the client; 3.11.0 does not
+                record.remote = str(remote)
             record.exc_info = None
             record.exc_text = None
             record.levelno = logging.WARNING
