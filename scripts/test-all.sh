@@ -5,12 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# --fast (hatch run test:fast): the quick loop, without slow suites, the browser and llama.cpp.
+# --fast (hatch run test:fast): the quick loop, without slow suites, the browser, llama.cpp and
+# the Node clients (their npm ci). tests-e2e/test_suite_config.py checks this selection.
+FAST_MARKERS="not slow and not browser and not llama and not node and not clients"
 fast=0
 if [ "${1:-}" = "--fast" ]; then
   fast=1
   shift
-  set -- -m "not slow and not browser and not llama and not clients" "$@"
+  set -- -m "$FAST_MARKERS" "$@"
 else
   bash scripts/ensure-system-deps.sh
 fi

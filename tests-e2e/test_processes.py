@@ -209,7 +209,7 @@ async def test_a_killed_connector_loses_only_its_streams(tmp_path: Path) -> None
 async def _connectors_up(broker: BrokerProcess, n: int) -> bool:
     """Whether the broker has logged ``n`` connector connections (its JSON log on stderr)."""
     text = broker.proc.stderr.read_text(errors="replace")
-    return text.count('"connector connected"') >= n
+    return text.count('"connector_connected"') >= n
 
 
 async def test_a_restarted_connector_process_shows_in_the_model_list(tmp_path: Path) -> None:

@@ -35,12 +35,12 @@ async def test_stranger_outside_the_allowed_groups_is_denied_with_a_page_and_a_l
         assert "not one of" in page.text
         assert page.key() is None
         assert rig.store.list_users() == []  # a stranger leaves nothing in users.yaml
-        denied = [e for e in logs if e["event"] == "portal.login_denied"]
+        denied = [e for e in logs if e["event"] == "portal_login_denied"]
         assert len(denied) == 1
         assert denied[0]["user_id"] == "gitlab:666"
         assert denied[0]["reason"] == "not_in_allowed_groups_or_users"
         assert denied[0]["log_level"] == "warning"
-        assert not any(e["event"] == "portal.key_issued" for e in logs)
+        assert not any(e["event"] == "portal_key_issued" for e in logs)
         # Denied means no session either: the index is the login page again.
         home = await rig.browser().get("/")
         assert "Log in with GitLab" in home.text

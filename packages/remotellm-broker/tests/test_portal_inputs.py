@@ -155,7 +155,7 @@ async def test_a_malformed_form_gets_a_400_page_and_a_warning(
         assert status == 400, answer[:300]
         assert b"Bad request" in answer
         assert b"Traceback" not in answer
-        warnings = [e for e in logs if e["event"] == "portal.bad_request"]
+        warnings = [e for e in logs if e["event"] == "portal_bad_request"]
         assert len(warnings) == 1
         assert warnings[0]["log_level"] == "warning"
         assert not [e for e in logs if e.get("log_level") in ("error", "critical")]
@@ -182,6 +182,6 @@ async def test_a_malformed_callback_query_gets_a_400_page_and_a_warning(
             status, answer = await _raw(rig, head)
         assert status == 400, answer[:300]
         assert b"Traceback" not in answer
-        assert [e for e in logs if e["event"] in ("portal.bad_request", "portal.callback_rejected")]
+        assert [e for e in logs if e["event"] in ("portal_bad_request", "portal_callback_rejected")]
         assert not [e for e in logs if e.get("log_level") in ("error", "critical")]
         assert rig.fake.token_requests == []  # nothing reached GitLab

@@ -82,7 +82,7 @@ def _model_ids(app: web.Application) -> list[str]:
 def _cut_blocked(state: BrokerState) -> None:
     cut = state.cut_blocked()
     if cut:
-        log.info("blocked user's requests ended", requests=cut)
+        log.info("blocked_user_requests_ended", requests=cut)
 
 
 def _revoke_links(state: BrokerState) -> None:
@@ -97,7 +97,7 @@ async def _watch_users(state: BrokerState, interval: float) -> None:
         try:
             state.store.reload_if_changed()
         except Exception as exc:  # a broken file keeps the last good state; say why
-            log.warning("users file not reloaded", error=str(exc)[:300])
+            log.warning("users_file_not_reloaded", error=str(exc)[:300])
 
 
 async def drain(state: BrokerState, grace_s: float) -> None:
@@ -110,7 +110,7 @@ async def drain(state: BrokerState, grace_s: float) -> None:
     """
     state.begin_shutdown()
     if not await state.wait_idle(grace_s):
-        log.warning("shutdown timeout reached; ending requests", in_flight=state.in_flight)
+        log.warning("shutdown_timeout_reached", in_flight=state.in_flight)
         state.cut_all(CancelReason.SHUTDOWN)
         await state.wait_idle(2.0)
     await state.close_links()
@@ -153,7 +153,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         if not _is_api(request):
             raise
-        log.exception("unhandled error", method=request.method[:20], path=request.path[:200])
+        log.exception("unhandled_error", method=request.method[:20], path=request.path[:200])
         error = OpenAIError(500, "The server had an error while processing your request.")
         resp = _refused(request, error)
     if not resp.prepared and "X-Request-ID" not in resp.headers:

@@ -125,7 +125,7 @@ async def _serve(
     registered.append(link)
     token_name = lease.token_name
     log.info(
-        "connector connected",
+        "connector_connected",
         connector=link.name,
         session_id=link.session_id,
         token=token_name,
@@ -140,7 +140,7 @@ async def _serve(
     finally:
         state.remove_link(link)
         writer.cancel()
-        log.info("connector disconnected", connector=link.name, session_id=link.session_id)
+        log.info("connector_disconnected", connector=link.name, session_id=link.session_id)
 
 
 async def _handshake(
@@ -202,12 +202,12 @@ async def _read_hello(
     try:
         msg = await ws.receive(timeout=state.handshake_timeout_s)
     except TimeoutError:
-        log.warning("connector handshake timed out", remote=request.remote)
+        log.warning("connector_handshake_timeout", remote=request.remote)
         await ws.close(code=CloseCode.HANDSHAKE_TIMEOUT, message=b"no hello in time")
         return None
     if msg.type is not WSMsgType.BINARY:
         if msg.type not in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-            log.warning("connector handshake failed", remote=request.remote, got=msg.type.name)
+            log.warning("connector_handshake_failed", remote=request.remote, got=msg.type.name)
             await ws.close(code=CloseCode.PROTOCOL_ERROR, message=b"expected hello")
         return None
     try:
@@ -217,7 +217,7 @@ async def _read_hello(
         if not hello.name or len(hello.name) > _MAX_NAME or not hello.name.isprintable():
             raise RemoteProtocolError("hello.name must be 1-128 printable characters")
     except RemoteProtocolError as err:
-        log.warning("connector protocol error", remote=request.remote, error=err.message[:200])
+        log.warning("connector_protocol_error", remote=request.remote, error=err.message[:200])
         await ws.close(code=err.close_code, message=err.message[:120].encode())
         return None
     return hello
@@ -248,7 +248,7 @@ async def _read(ws: web.WebSocketResponse, link: ConnectorLink) -> None:
                 raise RemoteProtocolError(f"unexpected {msg.type.name.lower()} message")
     except RemoteProtocolError as err:
         log.warning(
-            "connector protocol error",
+            "connector_protocol_error",
             connector=link.name,
             session_id=link.session_id,
             error=err.message[:200],
@@ -257,6 +257,6 @@ async def _read(ws: web.WebSocketResponse, link: ConnectorLink) -> None:
         link.lost()
         await ws.close(code=err.close_code, message=err.message[:120].encode())
     except LocalProtocolError as err:  # a bug on our side: drop the connection, say why
-        log.error("relay bug", connector=link.name, error=err.message[:200])
+        log.error("relay_bug", connector=link.name, error=err.message[:200])
         link.lost()
         await ws.close(code=CloseCode.INTERNAL_ERROR, message=b"internal error")

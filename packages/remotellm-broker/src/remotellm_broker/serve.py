@@ -144,7 +144,7 @@ async def run_broker(
             app,
         )
         log.info(
-            "broker listening", url=bound.url, health=f"{bound.health_host}:{bound.health_port}"
+            "broker_listening", url=bound.url, health=f"{bound.health_host}:{bound.health_port}"
         )
         if started is not None:
             started(bound)
@@ -167,7 +167,7 @@ async def run_broker(
             await drain(state, settings.shutdown_timeout)
         await runner.cleanup()
         await health_runner.cleanup()
-        log.info("broker stopped")
+        log.info("broker_stopped")
 
 
 def _hints(settings: BrokerSettings, store: UserStore, bound: Bound) -> list[str]:
@@ -262,7 +262,9 @@ def serve(config_file: Path | None, **flags: Any) -> None:
         settings = load_settings(config_file, os.environ, _overrides(flags))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    configure_logging(settings.log_format, settings.log_level)
+    secrets = [*settings.api_keys, *settings.connector_tokens]  # never shown in a log line
+    secrets += [settings.gitlab_client_secret or "", settings.session_secret or ""]
+    configure_logging(settings.log_format, settings.log_level, secrets=secrets)
     try:
         store = UserStore(
             Path(settings.users_file),
@@ -283,9 +285,9 @@ async def _main(settings: BrokerSettings, store: UserStore) -> None:
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
-            log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
+            log.warning("second_signal_exiting", signal=signal.Signals(signum).name)
             os._exit(1)
-        log.info("signal received: draining", signal=signal.Signals(signum).name)
+        log.info("signal_received_draining", signal=signal.Signals(signum).name)
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -214,7 +214,7 @@ class BrokerState:
             for ex in list(group):
                 if ex.waiting is not None and not ex.waiting.done():
                     ex.cut(CancelReason.SHUTDOWN)
-        log.info("shutdown started", in_flight=self._in_flight, connectors=len(self.registry))
+        log.info("shutdown_started", in_flight=self._in_flight, connectors=len(self.registry))
 
     async def close_links(self, code: int = CloseCode.GOING_AWAY) -> None:
         """Close every connector socket (after draining)."""

@@ -115,7 +115,8 @@ def run(config_file: Path | None, **flags: Any) -> None:
     except ConfigError as exc:
         click.echo(f"remotellm-connector: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
-    configure_logging(settings.log_format, settings.log_level)
+    secrets = (token, settings.llm_api_key)  # never shown in a log line, whatever their shape
+    configure_logging(settings.log_format, settings.log_level, secrets=secrets)
     try:
         code = asyncio.run(run_connector(settings, token))
     except StartupError as exc:

@@ -52,9 +52,9 @@ def add_portal(
             settings.gitlab_client_id or settings.gitlab_client_secret or settings.session_secret
         )
         if wanted:
-            log.warning("portal.off", missing=missing_portal_settings(settings))
+            log.warning("portal_off", missing=missing_portal_settings(settings))
         else:
-            log.info("portal.off", reason="GitLab login not configured")
+            log.info("portal_off", reason="GitLab login not configured")
         app.router.add_get("/", off_index)
         app.router.add_route("*", "/auth/{tail:.*}", off_auth)
         return
@@ -79,7 +79,7 @@ def add_portal(
     app.router.add_post("/auth/logout", with_session(portal.logout))
     access = config.access
     log.info(
-        "portal.on",
+        "portal_on",
         gitlab=config.gitlab_host,
         callback=config.redirect_uri,
         open_to_any_gitlab_user=access.allow_any,

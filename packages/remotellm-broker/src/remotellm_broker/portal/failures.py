@@ -58,7 +58,7 @@ def forbidden(config: PortalConfig) -> web.Response:
 
 
 def bad_input(config: PortalConfig, request: web.Request, exc: BadInput) -> web.Response:
-    log.warning("portal.bad_request", path=request.path, status=exc.status, reason=exc.reason)
+    log.warning("portal_bad_request", path=request.path, status=exc.status, reason=exc.reason)
     titles = {
         408: "The form took too long to arrive",
         413: "The form is too large",
@@ -95,7 +95,7 @@ def gitlab_down(config: PortalConfig) -> web.Response:
 
 
 def gitlab_refused(config: PortalConfig, exc: GitLabRefused) -> web.Response:
-    log.warning("portal.gitlab_refused", error=exc.error)
+    log.warning("portal_gitlab_refused", error=exc.error)
     if exc.error == "access_denied":
         message = "The login was cancelled in GitLab, so no key was issued."
         return error_page(config, 403, "Login cancelled", message, keys_still_work=True)
@@ -107,7 +107,7 @@ def gitlab_refused(config: PortalConfig, exc: GitLabRefused) -> web.Response:
 
 
 def store_failed(config: PortalConfig, exc: UserStoreError) -> web.Response:
-    log.error("portal.store_failed", error=str(exc))
+    log.error("portal_store_failed", error=str(exc))
     message = "The broker could not save your account just now. Try again in a minute."
     return error_page(config, 503, "Something went wrong", message, keys_still_work=True)
 

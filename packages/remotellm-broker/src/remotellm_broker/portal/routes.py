@@ -162,7 +162,7 @@ class Portal:
 
     async def login(self, request: web.Request) -> web.Response:
         if not await self.oauth.reachable():
-            log.warning("portal.gitlab_unreachable", gitlab=self.config.gitlab_host)
+            log.warning("portal_gitlab_unreachable", gitlab=self.config.gitlab_host)
             return failures.gitlab_down(self.config)
         session = await get_session(request)
         url, pending = self.oauth.begin(time.time())
@@ -182,17 +182,17 @@ class Portal:
             or not hmac.compare_digest(pending.state.encode(), returned_state.encode())
             or not self.spent_states.spend(pending.state)
         ):
-            log.info("portal.callback_rejected", reason="state")
+            log.info("portal_callback_rejected", reason="state")
             return failures.bad_state(self.config)
         if "error" in query:
             return failures.gitlab_refused(self.config, GitLabRefused(query.get("error", "")[:100]))
         try:
             gitlab_user = await self.oauth.complete(request.rel_url.raw_query_string, pending)
         except BadCallback:
-            log.info("portal.callback_rejected", reason="callback")
+            log.info("portal_callback_rejected", reason="callback")
             return failures.bad_state(self.config)
         except GitLabUnavailable as exc:
-            log.warning("portal.gitlab_unavailable", error=str(exc))
+            log.warning("portal_gitlab_unavailable", error=str(exc))
             return failures.gitlab_down(self.config)
         except GitLabRefused as exc:
             return failures.gitlab_refused(self.config, exc)
@@ -205,7 +205,7 @@ class Portal:
         if not decision.allowed:
             # No record, no key: a stranger leaves nothing in users.yaml.
             log.warning(
-                "portal.login_denied",
+                "portal_login_denied",
                 user_id=f"gitlab:{gitlab_user.id}",
                 username=gitlab_user.username,
                 reason=decision.reason,
@@ -221,21 +221,21 @@ class Portal:
                 gitlab_user.name,
             )
             if user.blocked:
-                log.info("portal.login_blocked", user_id=user.user_id)
+                log.info("portal_login_blocked", user_id=user.user_id)
                 (await get_session(request)).invalidate()
                 return self._page("blocked.html", status=403, blocked_name=user.name)
             session = await start_user_session(
                 request, user.user_id, created=user.created, epoch=user.session_epoch
             )
             log.info(
-                "portal.login", user_id=user.user_id, has_key=user.has_key, access=decision.reason
+                "portal_login", user_id=user.user_id, has_key=user.has_key, access=decision.reason
             )
             if user.has_key:
                 return self._redirect_home()
             key = await asyncio.to_thread(self.store.issue_key_for, user.user_id)
         except UserStoreError as exc:
             return failures.store_failed(self.config, exc)
-        log.info("portal.key_issued", user_id=user.user_id, first=True)
+        log.info("portal_key_issued", user_id=user.user_id, first=True)
         return self._key_page(
             self.store.get_user(user.user_id) or user, key, session, rotated=False
         )
@@ -252,7 +252,7 @@ class Portal:
         except BadInput as exc:
             return failures.bad_input(self.config, request, exc)
         if not csrf_matches(csrf_token(session), form.get(CSRF_FIELD)):
-            log.info("portal.csrf_rejected", user_id=user_id)
+            log.info("portal_csrf_rejected", user_id=user_id)
             return failures.forbidden(self.config)
         # Again, after the (up to 10 s) read: a logout meanwhile must win over this rotation.
         user = self._signed_in(session)
@@ -265,7 +265,7 @@ class Portal:
             key = await asyncio.to_thread(self.store.issue_key_for, user_id)
         except UserStoreError as exc:
             return failures.store_failed(self.config, exc)
-        log.info("portal.key_issued", user_id=user_id, first=not user.has_key)
+        log.info("portal_key_issued", user_id=user_id, first=not user.has_key)
         fresh = self.store.get_user(user_id) or user
         return self._key_page(fresh, key, session, rotated=user.has_key)
 
@@ -287,7 +287,7 @@ class Portal:
             await asyncio.to_thread(self.store.end_sessions, user.user_id)
         except UserStoreError as exc:
             return failures.store_failed(self.config, exc)
-        log.info("portal.logout", user_id=user.user_id)
+        log.info("portal_logout", user_id=user.user_id)
         session.invalidate()
         return self._redirect_home()
 
