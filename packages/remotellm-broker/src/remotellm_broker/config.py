@@ -75,6 +75,26 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     gitlab_client_id: NonEmpty | None = None
     gitlab_client_secret: NonEmpty | None = None
     session_secret: Secret | None = None
+    # -- usage records and quotas (docs/usage.md) ----------------------------------------
+    #: The usage database (SQLite); default ``usage.db`` in the users file's directory.
+    usage_db: NonEmpty | None = None
+    #: Usage records older than this many days are deleted (hourly).
+    usage_retention_days: PosInt = 400
+    #: Records are committed in batches at most this many seconds apart; a killed broker
+    #: loses at most this interval's records.
+    usage_flush_interval_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    #: Records waiting for the writer; past this they are dropped (counted, one warning).
+    usage_queue_max: PosInt = 100_000
+    #: Cap on the database file in MB (0: none); past it records are dropped as on a full disk.
+    usage_max_db_mb: NonNegInt = 0
+    #: Default tokens (prompt + completion) per user per UTC day; 0: no quota.
+    quota_daily_tokens: NonNegInt = 0
+    #: Default tokens (prompt + completion) per user per UTC month; 0: no quota.
+    quota_monthly_tokens: NonNegInt = 0
+    #: GitLab user ids of the portal's admins.
+    admin_gitlab_ids: list[PosInt] = msgspec.field(default_factory=list)
+    #: GitLab groups (full paths) whose members are the portal's admins.
+    admin_gitlab_groups: list[NonEmpty] = msgspec.field(default_factory=list)
 
     @property
     def portal_enabled(self) -> bool:
@@ -98,7 +118,7 @@ FIELDS: tuple[str, ...] = BrokerSettings.__struct_fields__
 SECRET_FIELDS = frozenset(
     {"connector_tokens", "api_keys", "gitlab_client_secret", "session_secret"}
 )
-LIST_FIELDS = frozenset({"connector_tokens", "api_keys"})
+LIST_FIELDS = frozenset({"connector_tokens", "api_keys", "admin_gitlab_ids", "admin_gitlab_groups"})
 # Setting any of these turns the portal on, so all of PORTAL_REQUIRED must be present
 # (public_url too: GitLab must send the browser back to an address the operator chose).
 PORTAL_FIELDS = ("gitlab_url", "gitlab_client_id", "gitlab_client_secret", "session_secret")

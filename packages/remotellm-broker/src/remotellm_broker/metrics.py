@@ -83,6 +83,18 @@ class Metrics:
             ["user"],
             registry=r,
         )
+        self.usage_records_written = Counter(
+            "remotellm_broker_usage_records_written",
+            "Usage records committed to the usage database.",
+            registry=r,
+        )
+        self.usage_records_dropped = Counter(
+            "remotellm_broker_usage_records_dropped",
+            "Usage records lost: the write queue was full, or the database could not be "
+            "written (disk full, the usage_max_db_mb cap).",
+            ["reason"],
+            registry=r,
+        )
         self._children: dict[tuple[str, str], Counter] = {}
         self._ttft_children: dict[str, Histogram] = {}
         self._duration_children: dict[str, Histogram] = {}

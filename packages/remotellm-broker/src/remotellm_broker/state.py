@@ -24,6 +24,7 @@ from remotellm_broker.metrics import Metrics
 from remotellm_broker.ratelimit import RateLimiter, StreamSlots
 from remotellm_broker.registry import Registry
 from remotellm_broker.router import Router
+from remotellm_broker.usage import UsageBook
 from remotellm_broker.users import UserStore
 from remotellm_protocol import CancelReason, CloseCode, ModelInfo
 
@@ -51,6 +52,8 @@ class BrokerState:
         self.registry: Registry[ConnectorLink] = Registry()
         self.router: Router[ConnectorLink] = Router(self.registry, settings.queue_max)
         self.metrics = Metrics()
+        #: Usage records and quota counters (opens the usage database).
+        self.usage = UsageBook(settings, self.metrics)
         self.limiter = RateLimiter()
         self.slots = StreamSlots()
         #: False from the moment shutdown begins (``/readyz`` answers 503).

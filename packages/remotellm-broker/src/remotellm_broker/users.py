@@ -85,6 +85,8 @@ class KeyIdentity:
     rate_limit_rpm: int | None = None
     rate_limit_burst: int | None = None
     max_streams: int | None = None
+    quota_daily_tokens: int | None = None
+    quota_monthly_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ class UserRecord:
     rate_limit_rpm: int | None
     rate_limit_burst: int | None
     max_streams: int | None
+    quota_daily_tokens: int | None = None
+    quota_monthly_tokens: int | None = None
 
     @property
     def has_key(self) -> bool:
@@ -146,6 +150,8 @@ def _record(entry: UserEntry, blocked_names: frozenset[str]) -> UserRecord:
         rate_limit_rpm=entry.rate_limit_rpm,
         rate_limit_burst=entry.rate_limit_burst,
         max_streams=entry.max_streams,
+        quota_daily_tokens=entry.quota_daily_tokens,
+        quota_monthly_tokens=entry.quota_monthly_tokens,
     )
 
 
@@ -309,6 +315,8 @@ class UserStore:
                             rate_limit_rpm=entry.rate_limit_rpm,
                             rate_limit_burst=entry.rate_limit_burst,
                             max_streams=entry.max_streams,
+                            quota_daily_tokens=entry.quota_daily_tokens,
+                            quota_monthly_tokens=entry.quota_monthly_tokens,
                         ),
                     ),
                 )
@@ -374,6 +382,16 @@ class UserStore:
                 rate_limit_rpm=rate_limit_rpm,
                 rate_limit_burst=rate_limit_burst,
                 max_streams=max_streams,
+            )
+        )
+
+    def set_quotas(
+        self, name: str, *, daily_tokens: int | None, monthly_tokens: int | None
+    ) -> None:
+        """Per-user token quotas (None = broker default, 0 = no quota)."""
+        self._update(
+            lambda c: edits.set_quotas(
+                c, name, daily_tokens=daily_tokens, monthly_tokens=monthly_tokens
             )
         )
 
