@@ -16,18 +16,26 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import stat
 from pathlib import Path
 
 import structlog
 
 from remotellm_connector.backoff import Backoff
-from remotellm_connector.config import ConnectorSettings, normalize_broker_url, normalize_llm_url
+from remotellm_connector.config import (
+    ConnectorSettings,
+    data_dir,
+    normalize_broker_url,
+    normalize_llm_url,
+)
 from remotellm_connector.discovery import ModelWatcher
 from remotellm_connector.health import HealthServer, Status, make_health_app
 from remotellm_connector.link import Link, LinkResult
+from remotellm_connector.livestreams import add_streams_route, live_streams
 from remotellm_connector.metrics import Metrics
 from remotellm_connector.policy import Policy
+from remotellm_connector.records import StreamLog
 from remotellm_connector.upstream import Upstream
 
 __all__ = ["Connector", "StartupError", "run_connector"]
@@ -64,6 +72,7 @@ class Connector:
         self.forced = asyncio.Event()
         self.health: HealthServer | None = None
         self.link: Link | None = None
+        self.records: StreamLog | None = None
         self._connections = 0
 
     def request_stop(self) -> None:
@@ -91,9 +100,12 @@ class Connector:
                 upstream, autodetect=llm_url is None, interval=s.models_refresh_s
             )
             await self._refresh(watcher)
-            self.health = HealthServer(
-                make_health_app(self.status, self.metrics), s.health_host, s.health_port
+            health_app = make_health_app(self.status, self.metrics)
+            add_streams_route(
+                health_app, lambda: live_streams(self.link.dispatcher if self.link else None)
             )
+            self.health = HealthServer(health_app, s.health_host, s.health_port)
+            self.records = self._open_records()
             try:
                 await self.health.start()
             except OSError as exc:
@@ -119,6 +131,25 @@ class Connector:
                         refresher.cancel()
             finally:
                 await self.health.stop()
+                if self.records is not None:
+                    await asyncio.to_thread(self.records.close)
+
+    def _open_records(self) -> StreamLog | None:
+        """The owner's usage records; a connector that cannot keep them still serves."""
+        s = self.settings
+        if s.usage_retention_days == 0:
+            return None
+        path = data_dir(s, os.environ) / "usage.db"
+        try:
+            return StreamLog(
+                path,
+                s.name,
+                self.metrics.usage_records_dropped,
+                retention_s=s.usage_retention_days * 86400.0,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("usage_records_unavailable", path=str(path), error=str(exc)[:200])
+            return None
 
     async def _refresh(self, watcher: ModelWatcher) -> None:
         await watcher.refresh()
@@ -151,6 +182,7 @@ class Connector:
                 ping_interval=s.ping_interval_s,
                 ping_timeout=s.ping_timeout_s,
                 on_connected=self._connected,
+                records=self.records,
             )
             try:
                 result = await self.link.run(self.stopping, self.forced, s.shutdown_grace_s)
