@@ -20,7 +20,7 @@ import pytest
 
 from harness.procs import BIN, broker_process, connector_process
 from harness.stack import inprocess_broker, inprocess_connector
-from harness.waits import wait_for
+from harness.waits import wait_for, wait_for_async
 from remotellm_connector.demo_llm import DemoLLMServer
 
 USERS = 20
@@ -81,9 +81,7 @@ async def test_a_thousand_requests_from_twenty_users_are_counted_exactly(
                 async def user(name: str, key: str, base: int) -> None:
                     for n in range(base, base + PER_USER):
                         async with gate:
-                            status, prompt, completion = await one_request(
-                                http, broker.url, key, n
-                            )
+                            status, prompt, completion = await one_request(http, broker.url, key, n)
                         assert status == 200
                         seen[name][0] += 1
                         seen[name][1] += prompt
@@ -125,14 +123,10 @@ async def test_a_thousand_requests_from_twenty_users_are_counted_exactly(
 
 async def _wait_demo_listed(http: aiohttp.ClientSession, url: str, key: str) -> None:
     async def listed() -> bool:
-        async with http.get(
-            url + "/v1/models", headers={"Authorization": f"Bearer {key}"}
-        ) as resp:
+        async with http.get(url + "/v1/models", headers={"Authorization": f"Bearer {key}"}) as resp:
             return resp.status == 200 and "demo" in await resp.text()
 
-    async with asyncio.timeout(15):
-        while not await listed():
-            await asyncio.sleep(0.05)
+    await wait_for_async(listed, 15, what="the broker to list demo")
 
 
 @pytest.mark.slow
@@ -187,15 +181,17 @@ async def test_a_killed_broker_loses_at_most_its_last_flush_interval(
 
     # A broker started on the same files after the kill reads and appends to the database.
     async with broker_process(tmp_path, env=env) as broker:
-        async with connector_process(broker.relay_url, token, demo_llm.url, tmp_path):
-            async with aiohttp.ClientSession() as http:
-                await _wait_demo_listed(http, broker.url, key)
-                async with http.post(
-                    broker.url + "/v1/chat/completions",
-                    json={"model": "demo", "messages": [{"role": "user", "content": "h"}]},
-                    headers={"Authorization": f"Bearer {key}", "X-Request-ID": "after-restart"},
-                ) as resp:
-                    assert resp.status == 200
+        async with (
+            connector_process(broker.relay_url, token, demo_llm.url, tmp_path),
+            aiohttp.ClientSession() as http,
+        ):
+            await _wait_demo_listed(http, broker.url, key)
+            async with http.post(
+                broker.url + "/v1/chat/completions",
+                json={"model": "demo", "messages": [{"role": "user", "content": "h"}]},
+                headers={"Authorization": f"Bearer {key}", "X-Request-ID": "after-restart"},
+            ) as resp:
+                assert resp.status == 200
         broker.proc.signal()
         assert await broker.proc.wait(30) == 0
     after = {r["request_id"] for r in _rows(db)}
