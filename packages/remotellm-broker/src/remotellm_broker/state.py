@@ -119,6 +119,12 @@ class BrokerState:
             self._idle.set()
         self.metrics.active_streams.dec()
 
+    def live(self) -> list[Exchange]:
+        """The requests in flight now, oldest first (the admin page's live streams)."""
+        return sorted(
+            (ex for group in self._exchanges.values() for ex in group), key=lambda e: e.started
+        )
+
     @property
     def in_flight(self) -> int:
         return self._in_flight
