@@ -66,7 +66,7 @@ def daily_chart(
     by_day = {r.key: r for r in rows}
     values = [by_day[d].total_tokens if d in by_day else 0 for d in days]
     requests = [by_day[d].requests if d in by_day else 0 for d in days]
-    left, bottom, top = 44.0, 22.0, 8.0
+    left, bottom, top = 48.0, 24.0, 10.0
     plot_w, plot_h = width - left - 4, height - bottom - top
     peak = max(values) or 1
     slot = plot_w / len(days)
