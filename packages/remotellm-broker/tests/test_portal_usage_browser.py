@@ -27,6 +27,7 @@ from test_portal_browser import WAIT_S, _page, _wait_for, chromium
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ADA = 101
+MESSAGES = [{"role": "user", "content": "x"}]
 
 
 def _history(db: Path, now: float) -> None:
@@ -112,9 +113,7 @@ async def test_a_real_browser_reads_its_usage_and_an_admin_acts_on_the_admin_pag
     tmp_path: Path,
 ) -> None:
     _history(tmp_path / "usage.db", time.time())
-    async with running_portal(
-        tmp_path, admin_gitlab_ids=[ADA], quota_daily_tokens=400_000
-    ) as rig:
+    async with running_portal(tmp_path, admin_gitlab_ids=[ADA], quota_daily_tokens=400_000) as rig:
         rig.store.add_user("bob")
         rig.store.add_user("ci-bot")
         token = rig.store.create_connector_token("home-gpu")
@@ -139,7 +138,7 @@ async def test_a_real_browser_reads_its_usage_and_an_admin_acts_on_the_admin_pag
             request = asyncio.create_task(
                 http.post(
                     rig.url + "/v1/chat/completions",
-                    json={"model": "qwen2.5-coder:7b", "messages": [{"role": "user", "content": "x"}]},
+                    json={"model": "qwen2.5-coder:7b", "messages": MESSAGES},
                     headers={"Authorization": f"Bearer {ci_key}"},
                 )
             )

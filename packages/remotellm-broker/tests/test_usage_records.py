@@ -15,6 +15,7 @@ from remotellm_broker import usagedb
 from remotellm_broker.metrics import Metrics
 from remotellm_broker.usagedb import UsageRow
 from remotellm_broker.usagewriter import UsageWriter
+from remotellm_protocol import Usage
 
 SECRET_PROMPT = "the-launch-code-is-tangerine-42"
 
@@ -220,3 +221,33 @@ def test_an_unopenable_database_is_a_clear_start_up_error(tmp_path: Path) -> Non
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(usagedb.UsageStoreError, match="cannot open the usage database"):
         usagedb.connect(tmp_path / "dir.db")
+
+
+async def test_connectors_per_model_drop_to_zero_when_the_last_one_leaves(tmp_path: Path) -> None:
+    async with running_broker(tmp_path) as rig:
+        metrics = rig.state.metrics.registry
+
+        def served(model: str) -> float | None:
+            return metrics.get_sample_value("remotellm_broker_model_connectors", {"model": model})
+
+        peer = await rig.peer(models=("m", "n"))
+        assert (served("m"), served("n")) == (1, 1)
+        await peer.announce(["m"])
+        await wait_for(lambda: served("n") == 0)
+        await peer.close()
+        await wait_for(lambda: served("m") == 0)
+
+
+async def test_a_stream_observes_its_mean_gap_between_tokens(tmp_path: Path) -> None:
+    async with running_broker(tmp_path) as rig:
+        usage = Usage(prompt_tokens=1, completion_tokens=5)
+        await rig.peer(script=serve_sse(5, gap=0.05, usage=usage))
+        assert await chat(rig) == 200
+        metrics = rig.state.metrics.registry
+        count = metrics.get_sample_value(
+            "remotellm_broker_inter_token_seconds_count", {"model": "m"}
+        )
+        total = metrics.get_sample_value("remotellm_broker_inter_token_seconds_sum", {"model": "m"})
+    assert count == 1
+    assert total is not None
+    assert 0.03 < total < 1.0  # four gaps of ~50 ms, averaged

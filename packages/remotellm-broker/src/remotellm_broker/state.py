@@ -81,6 +81,7 @@ class BrokerState:
             replaced.lost()
             self.spawn(replaced.ws.close(code=CloseCode.REPLACED, message=b"replaced"))
         self.metrics.connectors.set(len(self.registry))
+        self._count_models()
         self.router.offer(link)
         return replaced
 
@@ -88,6 +89,7 @@ class BrokerState:
         self.registry.remove(link)
         link.lost()
         self.metrics.connectors.set(len(self.registry))
+        self._count_models()
 
     def release(self, link: ConnectorLink) -> None:
         """A stream on ``link`` ended (the link's callback)."""
@@ -95,7 +97,15 @@ class BrokerState:
 
     def models_changed(self, link: ConnectorLink, models: Sequence[ModelInfo]) -> None:
         self.registry.update_models(link, models)
+        self._count_models()
         self.router.offer(link)
+
+    def _count_models(self) -> None:
+        counts: dict[str, int] = {}
+        for connector in self.registry:
+            for model in connector.models:
+                counts[model] = counts.get(model, 0) + 1
+        self.metrics.models_served(counts)
 
     # -- requests in flight -----------------------------------------------------------------
 

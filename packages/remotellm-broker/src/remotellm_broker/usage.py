@@ -51,6 +51,7 @@ class UsageBook:
         """Open the database, load this day's and month's counters, start the writer.
         Raises ``UsageStoreError`` if the database cannot be opened (start-up stops)."""
         self.settings = settings
+        self._metrics = metrics
         self._refused = {
             period: metrics.rate_limited.labels(f"{period}_quota") for period in _LABEL
         }
@@ -86,6 +87,9 @@ class UsageBook:
         completion = usage.completion_tokens if usage is not None else 0
         if prompt or completion:
             self.ledger.add(ex.user_id, prompt + completion, now)
+        if ex.stream and completion > 1 and ex.ttft_s is not None and ex.model is not None:
+            gap = (ex.duration_s - ex.ttft_s) / (completion - 1)
+            self._metrics.inter_token_gap(ex.model, max(gap, 0.0))
         self.writer.submit(
             UsageRow(
                 ts=now,
