@@ -121,13 +121,25 @@ class UsageBook:
         )
 
     def check_quota(self, user_id: str, daily: int | None, monthly: int | None) -> None:
-        """Raise the 429 of the first exhausted quota (the one that resets last)."""
+        """Raise the 429 of the first exhausted quota (the one that resets last).
+
+        The common cases cost a dict lookup or two: no quota at all, or quotas not reached;
+        reset times are worked out only for a refusal."""
+        s = self.settings
+        daily = s.quota_daily_tokens if daily is None else daily
+        monthly = s.quota_monthly_tokens if monthly is None else monthly
+        if not daily and not monthly:
+            return
         now = time.time()
+        ledger = self.ledger
+        if (not daily or ledger.used(user_id, "daily", now) < daily) and (
+            not monthly or ledger.used(user_id, "monthly", now) < monthly
+        ):
+            return
         states = [q for q in self.quotas(user_id, daily, monthly, now) if q.exhausted]
-        if states:
-            quota = max(states, key=lambda q: q.resets_at)
-            self._refused[quota.period].inc()
-            raise quota_error(quota, now)
+        quota = max(states, key=lambda q: q.resets_at)
+        self._refused[quota.period].inc()
+        raise quota_error(quota, now)
 
     async def aclose(self) -> None:
         """Commit what is queued and stop the writer (off the event loop)."""
