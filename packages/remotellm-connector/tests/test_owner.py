@@ -42,7 +42,7 @@ async def test_every_stream_leaves_a_record_and_the_owner_report_adds_them_up(
     tmp_path: Path, peer: BrokerPeer, start_connector: StartConnector
 ) -> None:
     running = await start_connector(
-        data_dir=str(tmp_path), allowed_users=["gitlab:1", "bob", "carol"]
+        data_dir=str(tmp_path), allowed_users=["gitlab:1", "gitlab:2", "local:carol"]
     )
     conn = await peer.next_connection()
     usage: dict[str, list[int]] = {"gitlab:1": [0, 0], "gitlab:2": [0, 0]}
@@ -69,17 +69,17 @@ async def test_every_stream_leaves_a_record_and_the_owner_report_adds_them_up(
     assert (rows[-1]["user_id"], rows[-1]["status"]) == ("gitlab:666", 403)
     assert SECRET.encode() not in files_bytes(tmp_path)
 
-    env = {"REMOTELLM_CONNECTOR_ALLOWED_USERS": "gitlab:1,bob,carol"}
+    env = {"REMOTELLM_CONNECTOR_ALLOWED_USERS": "gitlab:1,gitlab:2,local:carol"}
     code, out = cli("usage", "--data-dir", str(tmp_path), "--format", "json", env=env)
     assert code == 0, out
     report = {r["user"]: r for r in json.loads(out)}
     for user_id, (prompt, completion) in usage.items():
         assert report[user_id]["prompt_tokens"] == prompt
         assert report[user_id]["completion_tokens"] == completion
-        assert report[user_id]["allowed"] == "yes"  # gitlab:2 by its name, bob
+        assert report[user_id]["allowed"] == "yes"
     assert report["gitlab:1"]["requests"] == 3
     assert (report["gitlab:666"]["allowed"], report["gitlab:666"]["refused"]) == ("no", 1)
-    assert report["carol"]["requests"] == 0  # allowed, never came
+    assert report["local:carol"]["requests"] == 0  # allowed, never came
 
 
 async def test_the_table_report_shows_the_owners_limits_and_reports_by_model(

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp_session import Session, get_session
 
 from remotellm_broker.config import BrokerSettings
+from remotellm_broker.portal import sessions
 from remotellm_broker.portal.admins import is_admin
 from remotellm_broker.portal.charts import daily_chart, read_report, window_days
 from remotellm_broker.portal.pages import render
@@ -49,14 +50,23 @@ def effective_limits(settings: BrokerSettings, user: UserRecord) -> list[Limit]:
 
 
 def signed_in(store: UserStore, session: Session) -> UserRecord | None:
-    """The session's user, if it still exists and is not blocked (else the session ends)."""
+    """The session's user, if it still exists, is not blocked and (with server-side logout,
+    issue 11) the session is of the user's current epoch; else the session ends."""
     user_id = current_user_id(session)
     user = store.get_user(user_id) if user_id else None
-    if user is None or user.blocked:
+    if user is None or user.blocked or not _current_epoch(user, session):
         if user_id:
             session.invalidate()
         return None
     return user
+
+
+def _current_epoch(user: UserRecord, session: Session) -> bool:
+    # Server-side logout (issue 11, another branch) bumps a per-user epoch that the session
+    # must match; where that exists, these pages honour it exactly as the account page does.
+    epoch_of = getattr(sessions, "session_epoch", None)
+    wanted = getattr(user, "session_epoch", None)
+    return epoch_of is None or wanted is None or epoch_of(session) == (user.created, wanted)
 
 
 def quota_view(quota: QuotaState) -> dict[str, object]:
