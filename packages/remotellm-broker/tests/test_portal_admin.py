@@ -107,7 +107,7 @@ async def test_a_user_who_is_not_an_admin_gets_403_and_their_forms_do_nothing(
             )
         assert done.status == 403
         assert not rig.store.find_users("victim")[0].blocked
-        assert any(e["event"] == "portal.admin_refused" for e in logs)
+        assert any(e["event"] == "portal_admin_refused" for e in logs)
         assert (await rig.browser().get("/admin")).status == 303  # not signed in at all
 
 
@@ -138,7 +138,7 @@ async def test_an_admin_blocks_unblocks_and_sets_limits_through_the_user_store(
         assert (bob.rate_limit_rpm, bob.rate_limit_burst, bob.max_streams) == (30, None, 2)
         assert (bob.quota_daily_tokens, bob.quota_monthly_tokens) == (5000, 0)
         actions = [(e["action"], e["target"], e["admin"]) for e in logs
-                   if e["event"] == "portal.admin_action"]  # fmt: skip
+                   if e["event"] == "portal_admin_action"]  # fmt: skip
         assert actions == [
             ("block", "local:bob", "gitlab:101"),
             ("unblock", "local:bob", "gitlab:101"),
@@ -203,7 +203,7 @@ async def test_an_admin_sees_connectors_and_live_streams_and_cuts_one(tmp_path: 
             assert done.status == 303
             assert await asyncio.wait_for(request, 10) == 499
             await wait_for(lambda: bool(peer.cancels))
-            assert [e["found"] for e in logs if e["event"] == "portal.admin_action"] == [1]
+            assert [e["found"] for e in logs if e["event"] == "portal_admin_action"] == [1]
         finally:
             await peer.close()
 

@@ -154,7 +154,7 @@ async def test_a_full_database_drops_records_with_one_warning_and_keeps_serving(
                         == sent
                     )
                 )
-    warnings = [e for e in logs if e["event"] == "usage records not written"]
+    warnings = [e for e in logs if e["event"] == "usage_records_not_written"]
     assert len(warnings) == 1
     assert "full" in warnings[0]["error"]
 
@@ -176,7 +176,7 @@ def test_a_full_queue_drops_records_counts_them_and_warns_once(tmp_path: Path) -
         "remotellm_broker_usage_records_dropped_total", {"reason": "queue_full"}
     )
     assert dropped == 7
-    assert [e["event"] for e in logs] == ["usage records dropped: the write queue is full"]
+    assert [(e["event"], e["reason"]) for e in logs] == [("usage_records_dropped", "queue_full")]
     writer.start()
     assert writer.close()
     assert len(rows(tmp_path / "u.db")) == 3

@@ -118,12 +118,13 @@ FIELDS: tuple[str, ...] = BrokerSettings.__struct_fields__
 SECRET_FIELDS = frozenset(
     {"connector_tokens", "api_keys", "gitlab_client_secret", "session_secret"}
 )
-LIST_FIELDS = frozenset({"connector_tokens", "api_keys", "admin_gitlab_ids", "admin_gitlab_groups"})
+LIST_FIELDS = frozenset({"connector_tokens", "api_keys"})
 # Setting any of these turns the portal on, so all of PORTAL_REQUIRED must be present
 # (public_url too: GitLab must send the browser back to an address the operator chose).
 PORTAL_FIELDS = ("gitlab_url", "gitlab_client_id", "gitlab_client_secret", "session_secret")
 PORTAL_REQUIRED = ("gitlab_client_id", "gitlab_client_secret", "session_secret", "public_url")
 _LOWERCASE_FIELDS = frozenset({"log_format", "log_level"})
+LIST_FIELDS |= {"admin_gitlab_ids", "admin_gitlab_groups"}  # issue 17: the portal's admins
 
 
 def env_name(field: str) -> str:

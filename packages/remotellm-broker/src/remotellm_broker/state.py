@@ -73,6 +73,14 @@ class BrokerState:
             return None
         return self.store.check_connector_token(token)
 
+    def _count_models(self) -> None:
+        """The connectors-per-model gauge, after every change of who serves what."""
+        counts: dict[str, int] = {}
+        for connector in self.registry:
+            for model in connector.models:
+                counts[model] = counts.get(model, 0) + 1
+        self.metrics.models_served(counts)
+
     def add_link(self, link: ConnectorLink) -> ConnectorLink | None:
         """Register a connector after its handshake; a stale one of the same name is
         replaced at once (its streams end, its socket closes with ``REPLACED``)."""
@@ -99,13 +107,6 @@ class BrokerState:
         self.registry.update_models(link, models)
         self._count_models()
         self.router.offer(link)
-
-    def _count_models(self) -> None:
-        counts: dict[str, int] = {}
-        for connector in self.registry:
-            for model in connector.models:
-                counts[model] = counts.get(model, 0) + 1
-        self.metrics.models_served(counts)
 
     # -- requests in flight -----------------------------------------------------------------
 

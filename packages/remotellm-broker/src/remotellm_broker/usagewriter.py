@@ -80,8 +80,7 @@ class UsageWriter:
             if not self._overflowing:
                 self._overflowing = True
                 log.warning(
-                    "usage records dropped: the write queue is full",
-                    queue_max=self._queue.maxsize,
+                    "usage_records_dropped", reason="queue_full", queue_max=self._queue.maxsize
                 )
             return
         self._overflowing = False
@@ -133,12 +132,12 @@ class UsageWriter:
             self._dropped_write.inc(len(batch))
             if not self._failing:
                 self._failing = True
-                log.warning("usage records not written", error=str(exc)[:200], rows=len(batch))
+                log.warning("usage_records_not_written", error=str(exc)[:200], rows=len(batch))
             return
         self.written.inc(len(batch))
         if self._failing:
             self._failing = False
-            log.info("usage records are written again")
+            log.info("usage_records_written_again")
 
     def _prune(self) -> None:
         now = self._clock()
@@ -146,7 +145,7 @@ class UsageWriter:
         try:
             deleted = usagedb.prune(self._conn, now - self._retention_s)
         except sqlite3.Error as exc:
-            log.warning("usage records not pruned", error=str(exc)[:200])
+            log.warning("usage_records_not_pruned", error=str(exc)[:200])
             return
         if deleted:
-            log.info("usage records pruned", deleted=deleted)
+            log.info("usage_records_pruned", deleted=deleted)

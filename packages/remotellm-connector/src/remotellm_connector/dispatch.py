@@ -279,7 +279,8 @@ class Dispatcher:
         body = await stream.body()
         stream.parts = []
         req = plan_request(stream.open, body, inject_usage=self.upstream.stream_options_ok)
-        rec.model = stream.model = req.model
+        rec.model = req.model
+        stream.model = req.model
         async with self.upstream.open(req) as resp:
             rec.status = resp.status
             stream.head_sent = True  # from here on a failure is an interruption, not a retry

@@ -69,12 +69,12 @@ def add_portal(
     app[PORTAL] = portal
     app.cleanup_ctx.append(portal.gitlab_client)
     with_session = sessions_for(make_storage(config.session_secret, secure=config.secure_cookies))
+    _add_usage_pages(app, settings, store, config.public_origin, with_session)
     app.router.add_get("/", with_session(portal.index))
     app.router.add_get("/auth/login", with_session(portal.login))
     app.router.add_get("/auth/callback", with_session(portal.callback))
     app.router.add_post("/auth/rotate", with_session(portal.rotate))
     app.router.add_post("/auth/logout", with_session(portal.logout))
-    _add_usage_pages(app, settings, store, config.public_origin, with_session)
     log.info("portal.on", gitlab=config.gitlab_host, callback=config.redirect_uri)
 
 

@@ -10,7 +10,7 @@ broker's own Origin; it goes through the same ``UserStore`` methods as the CLI (
 block``, ``users unblock``, ``users limits``, ``users quota``), so users.yaml stays the one
 source of truth and the change reaches every broker process within a second. Cutting a live
 stream ends it like a cancelled request (HTTP 499 / an SSE error event for the client,
-``cancel`` to the connector). Each action writes one ``portal.admin_action`` log line naming
+``cancel`` to the connector). Each action writes one ``portal_admin_action`` log line naming
 the admin, the action and its target.
 """
 
@@ -59,7 +59,7 @@ class AdminPages:
         if user is None:
             return _redirect("/")
         if not is_admin(self.settings, user, session):
-            log.info("portal.admin_refused", user_id=user.user_id, path=request.path)
+            log.info("portal_admin_refused", user_id=user.user_id, path=request.path)
             return render(
                 "error.html",
                 status=403,
@@ -85,7 +85,7 @@ class AdminPages:
             return web.Response(status=413, text="form too large\n")
         form = await request.post()
         if not csrf_matches(csrf_token(session), form.get(CSRF_FIELD)):
-            log.info("portal.csrf_rejected", user_id=user.user_id, path=request.path)
+            log.info("portal_csrf_rejected", user_id=user.user_id, path=request.path)
             return self._expired(user, session)
         return user, {k: v for k, v in form.items() if isinstance(v, str)}
 
@@ -227,7 +227,7 @@ class AdminPages:
         for ex in cut:
             ex.cut(CancelReason.UNKNOWN)
         log.info(
-            "portal.admin_action",
+            "portal_admin_action",
             admin=admin.user_id,
             action="cut",
             target=request_id[:128],
@@ -246,11 +246,11 @@ class AdminPages:
         try:
             await asyncio.to_thread(edit)
         except UserStoreError as exc:
-            log.warning("portal.admin_action_failed", admin=admin.user_id, action=action,
+            log.warning("portal_admin_action_failed", admin=admin.user_id, action=action,
                         target=target, error=str(exc))  # fmt: skip
             return web.Response(status=400, text=f"{exc}\n")
         log.info(
-            "portal.admin_action", admin=admin.user_id, action=action, target=target, **details
+            "portal_admin_action", admin=admin.user_id, action=action, target=target, **details
         )
         return _redirect("/admin#users")
 
