@@ -69,12 +69,6 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     stream_window: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024
     shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     request_timeout_s: PosFloat = 600.0
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
-    gitlab_url: NonEmpty = "https://gitlab.com"
-    gitlab_client_id: NonEmpty | None = None
-    gitlab_client_secret: NonEmpty | None = None
-    session_secret: Secret | None = None
     # -- usage records and quotas (docs/usage.md) ----------------------------------------
     #: The usage database (SQLite); default ``usage.db`` in the users file's directory.
     usage_db: NonEmpty | None = None
@@ -95,6 +89,12 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     admin_gitlab_ids: list[PosInt] = msgspec.field(default_factory=list)
     #: GitLab groups (full paths) whose members are the portal's admins.
     admin_gitlab_groups: list[NonEmpty] = msgspec.field(default_factory=list)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    gitlab_url: NonEmpty = "https://gitlab.com"
+    gitlab_client_id: NonEmpty | None = None
+    gitlab_client_secret: NonEmpty | None = None
+    session_secret: Secret | None = None
 
     @property
     def portal_enabled(self) -> bool:

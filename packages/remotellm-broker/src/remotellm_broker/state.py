@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from remotellm_broker import usage
 from remotellm_broker.config import BrokerSettings
 from remotellm_broker.exchange import Exchange
 from remotellm_broker.link import ConnectorLink
@@ -24,7 +25,6 @@ from remotellm_broker.metrics import Metrics
 from remotellm_broker.ratelimit import RateLimiter, StreamSlots
 from remotellm_broker.registry import Registry
 from remotellm_broker.router import Router
-from remotellm_broker.usage import UsageBook
 from remotellm_broker.users import UserStore
 from remotellm_protocol import CancelReason, CloseCode, ModelInfo
 
@@ -53,7 +53,7 @@ class BrokerState:
         self.router: Router[ConnectorLink] = Router(self.registry, settings.queue_max)
         self.metrics = Metrics()
         #: Usage records and quota counters (opens the usage database).
-        self.usage = UsageBook(settings, self.metrics)
+        self.usage = usage.UsageBook(settings, self.metrics)
         self.limiter = RateLimiter()
         self.slots = StreamSlots()
         #: False from the moment shutdown begins (``/readyz`` answers 503).

@@ -82,11 +82,11 @@ class KeyIdentity:
     key_id: str
     name: str
     blocked: bool
+    quota_daily_tokens: int | None = None
+    quota_monthly_tokens: int | None = None
     rate_limit_rpm: int | None = None
     rate_limit_burst: int | None = None
     max_streams: int | None = None
-    quota_daily_tokens: int | None = None
-    quota_monthly_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -103,11 +103,11 @@ class UserRecord:
     key_id: str | None
     key_prefix: str | None
     key_created: str | None
+    quota_daily_tokens: int | None
+    quota_monthly_tokens: int | None
     rate_limit_rpm: int | None
     rate_limit_burst: int | None
     max_streams: int | None
-    quota_daily_tokens: int | None = None
-    quota_monthly_tokens: int | None = None
 
     @property
     def has_key(self) -> bool:
@@ -147,11 +147,11 @@ def _record(entry: UserEntry, blocked_names: frozenset[str]) -> UserRecord:
         key_id=key_id_for_hash(entry.key_hash) if entry.key_hash else None,
         key_prefix=entry.key_prefix,
         key_created=entry.key_created,
+        quota_daily_tokens=entry.quota_daily_tokens,
+        quota_monthly_tokens=entry.quota_monthly_tokens,
         rate_limit_rpm=entry.rate_limit_rpm,
         rate_limit_burst=entry.rate_limit_burst,
         max_streams=entry.max_streams,
-        quota_daily_tokens=entry.quota_daily_tokens,
-        quota_monthly_tokens=entry.quota_monthly_tokens,
     )
 
 
@@ -312,11 +312,11 @@ class UserStore:
                             key_id=record.key_id,
                             name=entry.name,
                             blocked=record.blocked,
+                            quota_daily_tokens=entry.quota_daily_tokens,
+                            quota_monthly_tokens=entry.quota_monthly_tokens,
                             rate_limit_rpm=entry.rate_limit_rpm,
                             rate_limit_burst=entry.rate_limit_burst,
                             max_streams=entry.max_streams,
-                            quota_daily_tokens=entry.quota_daily_tokens,
-                            quota_monthly_tokens=entry.quota_monthly_tokens,
                         ),
                     ),
                 )

@@ -61,6 +61,8 @@ class Connector:
         self.metrics = Metrics()
         self.status = Status()
         self.backoff = Backoff()
+        #: The owner's usage records (``records``), open while ``run`` runs.
+        self.records: StreamLog | None = None
         self.policy = Policy(
             allowed_users=settings.allowed_users,
             rpm=settings.user_rate_limit_rpm,
@@ -72,7 +74,6 @@ class Connector:
         self.forced = asyncio.Event()
         self.health: HealthServer | None = None
         self.link: Link | None = None
-        self.records: StreamLog | None = None
         self._connections = 0
 
     def request_stop(self) -> None:

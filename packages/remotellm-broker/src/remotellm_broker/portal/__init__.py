@@ -37,6 +37,27 @@ PORTAL: web.AppKey[Portal] = web.AppKey("remotellm_portal")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _add_usage_pages(
+    app: web.Application,
+    settings: BrokerSettings,
+    store: UserStore,
+    public_origin: str,
+    with_session: Callable[[Handler], Handler],
+) -> None:
+    """The account usage page and the admin page (issue 17), in modules of their own."""
+    from remotellm_broker.portal.admin import AdminPages
+    from remotellm_broker.portal.myusage import UsagePages
+
+    mine = UsagePages(settings, store)
+    admin = AdminPages(settings, store, public_origin)
+    app.router.add_get("/account/usage", with_session(mine.account_usage))
+    app.router.add_get("/admin", with_session(admin.page))
+    app.router.add_post("/admin/users/block", with_session(admin.block))
+    app.router.add_post("/admin/users/unblock", with_session(admin.unblock))
+    app.router.add_post("/admin/users/limits", with_session(admin.limits))
+    app.router.add_post("/admin/streams/cut", with_session(admin.cut))
+
+
 def add_portal(
     app: web.Application,
     settings: BrokerSettings,
@@ -76,24 +97,3 @@ def add_portal(
     app.router.add_post("/auth/rotate", with_session(portal.rotate))
     app.router.add_post("/auth/logout", with_session(portal.logout))
     log.info("portal.on", gitlab=config.gitlab_host, callback=config.redirect_uri)
-
-
-def _add_usage_pages(
-    app: web.Application,
-    settings: BrokerSettings,
-    store: UserStore,
-    public_origin: str,
-    with_session: Callable[[Handler], Handler],
-) -> None:
-    """The account usage page and the admin page (issue 17), in modules of their own."""
-    from remotellm_broker.portal.admin import AdminPages
-    from remotellm_broker.portal.myusage import UsagePages
-
-    mine = UsagePages(settings, store)
-    admin = AdminPages(settings, store, public_origin)
-    app.router.add_get("/account/usage", with_session(mine.account_usage))
-    app.router.add_get("/admin", with_session(admin.page))
-    app.router.add_post("/admin/users/block", with_session(admin.block))
-    app.router.add_post("/admin/users/unblock", with_session(admin.unblock))
-    app.router.add_post("/admin/users/limits", with_session(admin.limits))
-    app.router.add_post("/admin/streams/cut", with_session(admin.cut))
