@@ -62,13 +62,6 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     rate_limit_rpm: NonNegInt = 600
     rate_limit_burst: NonNegInt = 100
     max_streams_per_key: NonNegInt = 64
-    max_body_bytes: PosInt = 16 * 1024 * 1024
-    queue_timeout_s: PosFloat = 30.0
-    queue_max: NonNegInt = 1024
-    keepalive_interval_s: PosFloat = 15.0
-    stream_window: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024
-    shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
-    request_timeout_s: PosFloat = 600.0
     # -- usage records and quotas (docs/usage.md) ----------------------------------------
     #: The usage database (SQLite); default ``usage.db`` in the users file's directory.
     usage_db: NonEmpty | None = None
@@ -89,6 +82,13 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     admin_gitlab_ids: list[PosInt] = msgspec.field(default_factory=list)
     #: GitLab groups (full paths) whose members are the portal's admins.
     admin_gitlab_groups: list[NonEmpty] = msgspec.field(default_factory=list)
+    max_body_bytes: PosInt = 16 * 1024 * 1024
+    queue_timeout_s: PosFloat = 30.0
+    queue_max: NonNegInt = 1024
+    keepalive_interval_s: PosFloat = 15.0
+    stream_window: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024
+    shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    request_timeout_s: PosFloat = 600.0
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     gitlab_url: NonEmpty = "https://gitlab.com"

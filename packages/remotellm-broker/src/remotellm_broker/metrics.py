@@ -150,7 +150,7 @@ class Metrics:
                 child.inc(total)
 
     def inter_token_gap(self, model: str, gap_s: float) -> None:
-        """One request's mean gap between completion tokens (``usage.UsageBook.record``)."""
+        """One request's mean gap between completion tokens (``metering.UsageBook.record``)."""
         self._histogram(self._inter_token, self._inter_token_children, model).observe(gap_s)
 
     def models_served(self, counts: dict[str, int]) -> None:

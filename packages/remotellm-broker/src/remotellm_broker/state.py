@@ -16,11 +16,11 @@ from typing import Any
 
 from aiohttp import web
 
-from remotellm_broker import usage
 from remotellm_broker.config import BrokerSettings
 from remotellm_broker.exchange import Exchange
 from remotellm_broker.link import ConnectorLink
 from remotellm_broker.logs import get_logger
+from remotellm_broker.metering import UsageBook
 from remotellm_broker.metrics import Metrics
 from remotellm_broker.ratelimit import RateLimiter, StreamSlots
 from remotellm_broker.registry import Registry
@@ -53,7 +53,7 @@ class BrokerState:
         self.router: Router[ConnectorLink] = Router(self.registry, settings.queue_max)
         self.metrics = Metrics()
         #: Usage records and quota counters (opens the usage database).
-        self.usage = usage.UsageBook(settings, self.metrics)
+        self.usage = UsageBook(settings, self.metrics)
         self.limiter = RateLimiter()
         self.slots = StreamSlots()
         #: False from the moment shutdown begins (``/readyz`` answers 503).
@@ -72,14 +72,6 @@ class BrokerState:
         if not token or not token.isascii() or not token.isprintable():
             return None
         return self.store.check_connector_token(token)
-
-    def _count_models(self) -> None:
-        """The connectors-per-model gauge, after every change of who serves what."""
-        counts: dict[str, int] = {}
-        for connector in self.registry:
-            for model in connector.models:
-                counts[model] = counts.get(model, 0) + 1
-        self.metrics.models_served(counts)
 
     def add_link(self, link: ConnectorLink) -> ConnectorLink | None:
         """Register a connector after its handshake; a stale one of the same name is
@@ -102,6 +94,14 @@ class BrokerState:
     def release(self, link: ConnectorLink) -> None:
         """A stream on ``link`` ended (the link's callback)."""
         self.router.release(link)
+
+    def _count_models(self) -> None:
+        """The connectors-per-model gauge, after every change of who serves what."""
+        counts: dict[str, int] = {}
+        for connector in self.registry:
+            for model in connector.models:
+                counts[model] = counts.get(model, 0) + 1
+        self.metrics.models_served(counts)
 
     def models_changed(self, link: ConnectorLink, models: Sequence[ModelInfo]) -> None:
         self.registry.update_models(link, models)

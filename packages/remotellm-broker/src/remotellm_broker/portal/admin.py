@@ -25,13 +25,13 @@ from aiohttp import web
 from aiohttp_session import Session, get_session
 
 from remotellm_broker.config import BrokerSettings
+from remotellm_broker.metering import usage_db_path
 from remotellm_broker.portal.admins import is_admin
 from remotellm_broker.portal.charts import daily_chart, read_report, window_days
 from remotellm_broker.portal.csrf import CSRF_FIELD, csrf_matches
 from remotellm_broker.portal.myusage import signed_in
 from remotellm_broker.portal.pages import render
 from remotellm_broker.portal.sessions import csrf_token
-from remotellm_broker.usage import usage_db_path
 from remotellm_broker.usagedb import GROUPS
 from remotellm_broker.users import UserRecord, UserStore, UserStoreError
 from remotellm_protocol import CancelReason

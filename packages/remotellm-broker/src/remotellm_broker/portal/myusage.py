@@ -15,13 +15,13 @@ from aiohttp import web
 from aiohttp_session import Session, get_session
 
 from remotellm_broker.config import BrokerSettings
+from remotellm_broker.metering import usage_db_path
 from remotellm_broker.portal import sessions
 from remotellm_broker.portal.admins import is_admin
 from remotellm_broker.portal.charts import daily_chart, read_report, window_days
 from remotellm_broker.portal.pages import render
 from remotellm_broker.portal.sessions import csrf_token, current_user_id
 from remotellm_broker.quota import QuotaState
-from remotellm_broker.usage import usage_db_path
 from remotellm_broker.users import UserRecord, UserStore
 
 __all__ = ["Limit", "UsagePages", "effective_limits", "signed_in"]

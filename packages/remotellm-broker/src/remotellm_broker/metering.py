@@ -1,4 +1,4 @@
-"""The broker's usage book: one record per finished request, and the quota counters.
+"""Metering: one usage record per finished request, and the quota counters (``UsageBook``).
 
 ``UsageBook`` is what the request path talks to. ``record`` (called by ``api._finish`` next
 to the request's log line) turns the ``Exchange`` into a ``UsageRow`` for the writer thread
