@@ -141,3 +141,38 @@ def test_usage_without_records_says_where_it_looked(tmp_path: Path) -> None:
     assert code == 1
     assert "no usage records at" in out
     assert "--data-dir" in out
+
+
+def test_records_that_cannot_be_written_are_dropped_with_one_warning(tmp_path: Path) -> None:
+    import time
+
+    from structlog.testing import capture_logs
+
+    from remotellm_connector.metrics import Metrics
+    from remotellm_connector.records import StreamLog, UsageRow
+
+    metrics = Metrics()
+    log = StreamLog(
+        tmp_path / "usage.db",
+        "c",
+        metrics.usage_records_dropped,
+        retention_s=86400,
+        flush_interval_s=0.01,
+    )
+    log._conn.execute("PRAGMA query_only = ON")  # every write now fails, like a full disk
+    row = UsageRow(1e9, "r", "u", "k", "c", "m", "/v1/chat/completions", 200, 1, 2, 3.0, 4.0)
+
+    def dropped() -> float | None:
+        return metrics.registry.get_sample_value(
+            "remotellm_connector_usage_records_dropped_total", {"reason": "write_failed"}
+        )
+
+    with capture_logs() as logs:
+        for n in range(3):
+            log.add(row)
+            deadline = time.monotonic() + 10
+            while dropped() != n + 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert dropped() == n + 1
+        log.close()
+    assert [e["event"] for e in logs] == ["usage_records_not_written"]
