@@ -175,4 +175,5 @@ def test_records_that_cannot_be_written_are_dropped_with_one_warning(tmp_path: P
                 time.sleep(0.01)
             assert dropped() == n + 1
         log.close()
-    assert [e["event"] for e in logs] == ["usage_records_not_written"]
+    written = [e for e in logs if e["event"] == "usage_records_not_written"]
+    assert len(written) == 1  # one line per episode, not per batch
