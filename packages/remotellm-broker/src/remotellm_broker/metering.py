@@ -156,7 +156,8 @@ def quota_error(quota: QuotaState, now: float) -> OpenAIError:
         f"(in {_human(wait)}).",
         code=f"{quota.period}_quota_exceeded",
         type_="insufficient_quota",
-        # x-should-retry: the openai SDKs would otherwise retry at once, twice.
+        # Retry-After of hours already stops openai-python >= 3.x retrying; x-should-retry
+        # also stops the SDKs that honour it but not a long Retry-After.
         headers={"Retry-After": str(wait), "x-should-retry": "false"},
     )
 
