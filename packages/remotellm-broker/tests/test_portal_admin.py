@@ -86,8 +86,26 @@ async def test_the_usage_page_shows_my_tokens_quotas_and_limits(tmp_path: Path) 
 async def test_the_usage_page_needs_a_login(tmp_path: Path) -> None:
     async with portal(tmp_path) as rig:
         page = await rig.browser().get("/account/usage")
+        chart = await rig.browser().get("/account/usage.svg")
     assert page.status == 303
     assert page.location == "/"
+    assert chart.status == 403
+
+
+async def test_the_account_page_shows_the_chart_as_a_same_origin_svg_image(
+    tmp_path: Path,
+) -> None:
+    async with portal(tmp_path) as rig:
+        browser, _ = await signed_in(rig)
+        account = await browser.get("/")
+        chart = await browser.get("/account/usage.svg")
+    assert '<img src="/account/usage.svg"' in account.text
+    assert chart.status == 200
+    assert chart.headers["Content-Type"] == "image/svg+xml"
+    assert chart.headers["X-Content-Type-Options"] == "nosniff"
+    assert chart.text.startswith('<svg xmlns="http://www.w3.org/2000/svg"')
+    assert chart.text.count("<rect ") == 30
+    assert "Your usage: 0 tokens over the last 30 days" in chart.text
 
 
 async def test_a_user_who_is_not_an_admin_gets_403_and_their_forms_do_nothing(

@@ -64,6 +64,14 @@ def _walk(rig: PortalRig) -> None:
         _wait_for(driver, "#api-key")  # fake GitLab approved at once: the key page
         driver.find_element(By.ID, "done").click()
         _wait_for(driver, "#usage-link")
+        # The account page shows the 30-day chart as a same-origin SVG image.
+        WebDriverWait(driver, WAIT_S).until(
+            lambda d: d.execute_script(
+                "const i = document.getElementById('usage-chart-img');"
+                "return i.complete && i.naturalWidth > 0;"
+            )
+        )
+        _page(driver, "account-usage")
         driver.find_element(By.ID, "usage-link").click()
         _wait_for(driver, "#usage-chart svg")
         bars = driver.find_elements(By.CSS_SELECTOR, "#usage-chart rect.bar")

@@ -51,6 +51,7 @@ def _add_usage_pages(
     mine = UsagePages(settings, store)
     admin = AdminPages(settings, store, public_origin)
     app.router.add_get("/account/usage", with_session(mine.account_usage))
+    app.router.add_get("/account/usage.svg", with_session(mine.account_chart))
     app.router.add_get("/admin", with_session(admin.page))
     app.router.add_post("/admin/users/block", with_session(admin.block))
     app.router.add_post("/admin/users/unblock", with_session(admin.unblock))

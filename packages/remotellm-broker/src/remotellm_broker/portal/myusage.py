@@ -19,7 +19,7 @@ from remotellm_broker.metering import usage_db_path
 from remotellm_broker.portal import sessions
 from remotellm_broker.portal.admins import is_admin
 from remotellm_broker.portal.charts import daily_chart, read_report, window_days
-from remotellm_broker.portal.pages import render
+from remotellm_broker.portal.pages import render, render_svg
 from remotellm_broker.portal.sessions import csrf_token, current_user_id
 from remotellm_broker.quota import QuotaState
 from remotellm_broker.users import UserRecord, UserStore
@@ -112,6 +112,27 @@ class UsagePages:
             limits=effective_limits(self.settings, user),
             quotas=[quota_view(q) for q in quotas],
             is_admin=is_admin(self.settings, user, session),
+        )
+
+    async def account_chart(self, request: web.Request) -> web.Response:
+        """The 30-day chart alone, as an SVG image: the account page shows it with
+        ``<img src="/account/usage.svg">`` (same origin, the session cookie goes along)."""
+        session = await get_session(request)
+        user = signed_in(self.store, session)
+        if user is None:
+            return web.Response(status=403, text="not signed in\n")
+        days, since = window_days(time.time())
+        daily = await read_report(usage_db_path(self.settings), "day", since, user.user_id)
+        chart = daily_chart(days, daily, what="Your usage")
+        body = render_svg("usage_chart.svg", chart=chart)
+        return web.Response(
+            body=body.encode(),
+            content_type="image/svg+xml",
+            headers={
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+            },
         )
 
 
