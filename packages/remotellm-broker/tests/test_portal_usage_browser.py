@@ -84,6 +84,9 @@ def _walk(rig: PortalRig) -> None:
         _wait_for(driver, "#user-table")
         assert "home-gpu" in driver.find_element(By.ID, "connector-table").text
         assert len(driver.find_elements(By.CSS_SELECTOR, "#stream-table tr[data-request]")) == 1
+        sparks = driver.find_elements(By.CSS_SELECTOR, "#admin-usage svg.spark")
+        assert len(sparks) == 3  # one per user: their tokens per day
+        assert all(len(s.find_elements(By.TAG_NAME, "rect")) == 30 for s in sparks)
         _page(driver, "admin")
 
         # Block bob with his row's button.

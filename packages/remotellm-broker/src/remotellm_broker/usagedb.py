@@ -27,6 +27,7 @@ __all__ = [
     "UsageRow",
     "UsageStoreError",
     "connect",
+    "daily_by",
     "insert",
     "merge",
     "prune",
@@ -188,6 +189,24 @@ def report(
         return [ReportRow(str(r[0]), *(r[1:])) for r in conn.execute(sql, params)]
     except sqlite3.Error as exc:
         raise UsageStoreError(f"cannot read the usage database: {exc}") from None
+
+
+def daily_by(
+    conn: sqlite3.Connection, by: Group, since: float, until: float
+) -> dict[str, dict[str, int]]:
+    """Tokens per UTC day for each ``by`` key (the admin page's per-row sparklines)."""
+    sql = (
+        f"SELECT {_GROUP_SQL[by]} AS k, date(ts, 'unixepoch') AS d, "
+        "sum(prompt_tokens + completion_tokens) FROM usage WHERE ts >= ? AND ts < ? "
+        "GROUP BY k, d"
+    )
+    out: dict[str, dict[str, int]] = {}
+    try:
+        for key, day, tokens in conn.execute(sql, (since, until)):
+            out.setdefault(str(key), {})[str(day)] = int(tokens or 0)
+    except sqlite3.Error as exc:
+        raise UsageStoreError(f"cannot read the usage database: {exc}") from None
+    return out
 
 
 def merge(reports: Iterable[list[ReportRow]]) -> list[ReportRow]:

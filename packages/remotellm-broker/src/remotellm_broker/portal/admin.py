@@ -27,7 +27,13 @@ from aiohttp_session import Session, get_session
 from remotellm_broker.config import BrokerSettings
 from remotellm_broker.metering import usage_db_path
 from remotellm_broker.portal.admins import is_admin
-from remotellm_broker.portal.charts import daily_chart, read_report, window_days
+from remotellm_broker.portal.charts import (
+    daily_chart,
+    read_daily_by,
+    read_report,
+    sparkline,
+    window_days,
+)
 from remotellm_broker.portal.csrf import CSRF_FIELD, csrf_matches
 from remotellm_broker.portal.myusage import signed_in
 from remotellm_broker.portal.pages import render
@@ -128,6 +134,9 @@ class AdminPages:
         path = usage_db_path(self.settings)
         daily = await read_report(path, "day", since)
         grouped = await read_report(path, by, since)
+        per_day = await read_daily_by(path, by, since)
+        peak = max((v for days_ in per_day.values() for v in days_.values()), default=0)
+        sparks = {key: sparkline(days, per_day.get(key, {}), peak) for key in per_day}
         connectors = [
             {
                 "name": link.name,
@@ -162,6 +171,7 @@ class AdminPages:
             by=by,
             chart=daily_chart(days, daily, what="Everyone"),
             grouped=grouped,
+            sparks=sparks,
             defaults=self.settings,
         )
 

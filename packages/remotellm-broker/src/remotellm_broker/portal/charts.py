@@ -18,7 +18,15 @@ from remotellm_broker import usagedb
 from remotellm_broker.quota import period_start
 from remotellm_broker.usagedb import Group, ReportRow, UsageStoreError
 
-__all__ = ["Bar", "Chart", "daily_chart", "read_report", "window_days"]
+__all__ = [
+    "Bar",
+    "Chart",
+    "daily_chart",
+    "read_daily_by",
+    "read_report",
+    "sparkline",
+    "window_days",
+]
 
 DAYS = 30
 
@@ -87,6 +95,39 @@ def daily_chart(
     total = sum(values)
     label = f"{what}: {total:,} tokens over the last {len(days)} days"
     return Chart(width, height, bars, ticks, labels, total, label)
+
+
+def sparkline(days: list[str], per_day: dict[str, int], peak: int) -> Chart:
+    """A row's tokens per day as tiny bars on a shared scale (``peak``: the table's max)."""
+    width, height = 150, 28
+    slot = width / len(days)
+    top = max(peak, 1)
+    bars = []
+    for i, day in enumerate(days):
+        value = per_day.get(day, 0)
+        h = round((height - 2) * value / top, 1)
+        bars.append(Bar(round(i * slot, 1), round(height - h, 1), round(slot * 0.75, 1), h,
+                        f"{day}: {value:,} tokens"))  # fmt: skip
+    total = sum(per_day.get(d, 0) for d in days)
+    return Chart(width, height, bars, [], [], total, f"{total:,} tokens over {len(days)} days")
+
+
+def _read_daily(path: Path, by: Group, since: float) -> dict[str, dict[str, int]]:
+    try:
+        conn = usagedb.connect(path, readonly=True)
+    except UsageStoreError:
+        return {}
+    try:
+        return usagedb.daily_by(conn, by, since, time.time() + 1)
+    except UsageStoreError:
+        return {}
+    finally:
+        conn.close()
+
+
+async def read_daily_by(path: Path, by: Group, since: float) -> dict[str, dict[str, int]]:
+    """``usagedb.daily_by`` on a worker thread."""
+    return await asyncio.to_thread(_read_daily, path, by, since)
 
 
 def _read(path: Path, by: Group, since: float, user_id: str | None) -> list[ReportRow]:
