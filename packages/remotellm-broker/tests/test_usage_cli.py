@@ -165,3 +165,24 @@ def test_users_quota_sets_and_reverts_the_per_user_quotas(tmp_path: Path) -> Non
     bad = CliRunner().invoke(main, ["users", "quota", "nobody", "--users-file", str(users)])
     assert bad.exit_code == 1
     assert "no user named 'nobody'" in bad.output
+
+
+def test_serve_with_an_unusable_usage_database_stops_with_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "usage.db").mkdir()  # a directory where the database should be
+    binary = str(Path(sys.executable).parent / "remotellm-broker")
+    ports = ["--port", "0", "--health-port", "0"]
+    done = subprocess.run(
+        [binary, "serve", *ports, "--users-file", str(tmp_path / "u.yaml")],
+        env={**os.environ, "REMOTELLM_BROKER_USAGE_DB": str(tmp_path / "usage.db")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "cannot open the usage database" in done.stderr
+    assert "Traceback" not in done.stderr
