@@ -150,3 +150,12 @@ def sync_client(relay: Relay) -> Iterator[openai.OpenAI]:
 async def async_client(relay: Relay) -> AsyncIterator[openai.AsyncOpenAI]:
     async with relay.async_client() as client:
         yield client
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _usage_records_in_a_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Connectors started without ``data_dir`` (and their processes, which inherit the
+    environment) keep usage records under ``$XDG_DATA_HOME``: a temp dir, never home."""
+    import os
+
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))

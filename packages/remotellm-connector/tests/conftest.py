@@ -83,3 +83,12 @@ async def start_connector(peer: BrokerPeer, demo: DemoLLMServer) -> AsyncIterato
         with contextlib.suppress(Exception):
             async with asyncio.timeout(10):
                 await running.task
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _usage_records_in_a_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Connectors started without ``data_dir`` keep their usage records under
+    ``$XDG_DATA_HOME``: point it at a temp dir, never the tester's home."""
+    import os
+
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))

@@ -130,6 +130,7 @@ def _finish(state: BrokerState, ex: Exchange) -> None:
     )
     level = log.warning if ex.status >= 500 and ex.status != 503 else log.info
     level("request", **ex.log_fields())
+    state.usage.record(ex)
 
 
 # -- authentication and limits ----------------------------------------------------------------
@@ -194,6 +195,9 @@ async def _relayed(request: web.Request, ex: Exchange) -> web.StreamResponse:
         raise OpenAIError(413, "The request body is too large.", code="request_too_large")
     identity = _authenticate(request, state, ex)
     _check_rate(state, identity, ex)
+    state.usage.check_quota(
+        identity.user_id, identity.quota_daily_tokens, identity.quota_monthly_tokens
+    )
     if state.draining:
         raise OpenAIError(
             503,

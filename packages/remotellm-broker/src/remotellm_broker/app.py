@@ -64,6 +64,7 @@ def create_app(
         state.begin_shutdown()
         await state.close_links()
         await state.aclose()
+        await state.usage.aclose()
 
     app.cleanup_ctx.append(broker_state)
     app.on_shutdown.append(_on_shutdown)

@@ -1,4 +1,4 @@
-"""The ``remotellm-broker`` command line: ``serve``, ``users …`` and ``tokens …``.
+"""The ``remotellm-broker`` command line: ``serve``, ``users …``, ``tokens …``, ``usage``.
 
 The ``users``/``tokens`` commands edit users.yaml through the same locked, atomic writes as
 the running broker, so they are safe while it runs; it picks the change up within a second.
@@ -19,6 +19,7 @@ import structlog
 
 from remotellm_broker.__about__ import __version__
 from remotellm_broker.serve import serve
+from remotellm_broker.usage_cli import usage
 from remotellm_broker.users import UserRecord, UserStore, UserStoreError
 
 T = TypeVar("T")
@@ -45,6 +46,7 @@ def main() -> None:
 
 
 main.add_command(serve)
+main.add_command(usage)
 
 
 def _open_store(users_file: Path) -> UserStore:
@@ -141,6 +143,26 @@ def users_limits(
         raise click.ClickException(str(exc)) from None
 
 
+@users.command("quota")
+@click.argument("name")
+@click.option("--daily", type=_LIMIT, default=None, help="Tokens per UTC day (0 = no quota).")
+@click.option("--monthly", type=_LIMIT, default=None, help="Tokens per UTC month (0 = no quota).")
+@users_file_option
+def users_quota(name: str, daily: int | None, monthly: int | None, users_file: Path) -> None:
+    """Set NAME's token quotas (prompt + completion); an option left out reverts to the
+    broker-wide quota_daily_tokens / quota_monthly_tokens."""
+    store = _open_store(users_file)
+    try:
+        store.set_quotas(name, daily_tokens=daily, monthly_tokens=monthly)
+    except UserStoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"quotas of {name}: daily={_quota(daily)} monthly={_quota(monthly)}", err=True)
+
+
+def _quota(value: int | None) -> str:
+    return "default" if value is None else ("none" if value == 0 else f"{value:,}")
+
+
 def _limits(record: UserRecord) -> str:
     parts = [
         f"{label}={value}"
@@ -148,6 +170,8 @@ def _limits(record: UserRecord) -> str:
             ("rpm", record.rate_limit_rpm),
             ("burst", record.rate_limit_burst),
             ("streams", record.max_streams),
+            ("daily", record.quota_daily_tokens),
+            ("monthly", record.quota_monthly_tokens),
         )
         if value is not None
     ]

@@ -66,6 +66,26 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     rate_limit_rpm: NonNegInt = 600
     rate_limit_burst: NonNegInt = 100
     max_streams_per_key: NonNegInt = 64
+    # -- usage records and quotas (docs/usage.md) ----------------------------------------
+    #: The usage database (SQLite); default ``usage.db`` in the users file's directory.
+    usage_db: NonEmpty | None = None
+    #: Usage records older than this many days are deleted (hourly).
+    usage_retention_days: PosInt = 400
+    #: Records are committed in batches at most this many seconds apart; a killed broker
+    #: loses at most this interval's records.
+    usage_flush_interval_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    #: Records waiting for the writer; past this they are dropped (counted, one warning).
+    usage_queue_max: PosInt = 100_000
+    #: Cap on the database file in MB (0: none); past it records are dropped as on a full disk.
+    usage_max_db_mb: NonNegInt = 0
+    #: Default tokens (prompt + completion) per user per UTC day; 0: no quota.
+    quota_daily_tokens: NonNegInt = 0
+    #: Default tokens (prompt + completion) per user per UTC month; 0: no quota.
+    quota_monthly_tokens: NonNegInt = 0
+    #: GitLab user ids of the portal's admins.
+    admin_gitlab_ids: list[PosInt] = msgspec.field(default_factory=list)
+    #: GitLab groups (full paths) whose members are the portal's admins.
+    admin_gitlab_groups: list[NonEmpty] = msgspec.field(default_factory=list)
     max_body_bytes: PosInt = 16 * 1024 * 1024
     #: Request-body bytes the broker holds at once, over all requests (a body is held from
     #: its first byte until its answer starts); a body that does not fit gets HTTP 503 with
@@ -149,6 +169,7 @@ LIST_FIELDS = frozenset(
 PORTAL_FIELDS = ("gitlab_url", "gitlab_client_id", "gitlab_client_secret", "session_secret")
 PORTAL_REQUIRED = ("gitlab_client_id", "gitlab_client_secret", "session_secret", "public_url")
 _LOWERCASE_FIELDS = frozenset({"log_format", "log_level"})
+LIST_FIELDS |= {"admin_gitlab_ids", "admin_gitlab_groups"}  # issue 17: the portal's admins
 
 
 def env_name(field: str) -> str:

@@ -16,6 +16,7 @@ from remotellm_protocol import Usage
 __all__ = ["Metrics"]
 
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_GAP_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5)
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -83,6 +84,34 @@ class Metrics:
             ["user"],
             registry=r,
         )
+        self.usage_records_written = Counter(
+            "remotellm_broker_usage_records_written",
+            "Usage records committed to the usage database.",
+            registry=r,
+        )
+        self.usage_records_dropped = Counter(
+            "remotellm_broker_usage_records_dropped",
+            "Usage records lost: the write queue was full, or the database could not be "
+            "written (disk full, the usage_max_db_mb cap).",
+            ["reason"],
+            registry=r,
+        )
+        self._inter_token = Histogram(
+            "remotellm_broker_inter_token_seconds",
+            "Mean gap between completion tokens of a request, after its first token "
+            "((duration - TTFT) / (completion tokens - 1)), one observation per request.",
+            ["model"],
+            buckets=_GAP_BUCKETS,
+            registry=r,
+        )
+        self._model_connectors = Gauge(
+            "remotellm_broker_model_connectors",
+            "Connectors serving each model now (0: a model that was served and is not now).",
+            ["model"],
+            registry=r,
+        )
+        self._served: set[str] = set()
+        self._inter_token_children: dict[str, Histogram] = {}
         self._children: dict[tuple[str, str], Counter] = {}
         self._ttft_children: dict[str, Histogram] = {}
         self._duration_children: dict[str, Histogram] = {}
@@ -119,6 +148,18 @@ class Metrics:
                 if child is None:
                     child = self._user_tokens[user_id] = self._user_tokens_family.labels(user_id)
                 child.inc(total)
+
+    def inter_token_gap(self, model: str, gap_s: float) -> None:
+        """One request's mean gap between completion tokens (``metering.UsageBook.record``)."""
+        self._histogram(self._inter_token, self._inter_token_children, model).observe(gap_s)
+
+    def models_served(self, counts: dict[str, int]) -> None:
+        """Connectors per model now; models served before and not now drop to 0."""
+        for model in self._served - counts.keys():
+            self._model_connectors.labels(model).set(0)
+        for model, count in counts.items():
+            self._model_connectors.labels(model).set(count)
+        self._served |= counts.keys()
 
     @staticmethod
     def _histogram(family: Histogram, cache: dict[str, Histogram], model: str) -> Histogram:

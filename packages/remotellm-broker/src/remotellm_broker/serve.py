@@ -34,6 +34,7 @@ from aiohttp import web
 from remotellm_broker.app import BROKER, create_app, create_health_app, drain
 from remotellm_broker.config import BrokerSettings, ConfigError, load_settings
 from remotellm_broker.logs import configure_logging, get_logger
+from remotellm_broker.usagedb import UsageStoreError
 from remotellm_broker.users import UserStore, UserStoreError
 
 __all__ = ["BindError", "Bound", "run_broker", "sd_notify", "serve"]
@@ -275,7 +276,7 @@ def serve(config_file: Path | None, **flags: Any) -> None:
         raise click.ClickException(str(exc)) from None
     try:
         asyncio.run(_main(settings, store))
-    except BindError as exc:
+    except (BindError, UsageStoreError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -23,6 +23,7 @@ from remotellm_broker.intake import BodyBudget
 from remotellm_broker.link import ConnectorLink
 from remotellm_broker.listing import ModelListing
 from remotellm_broker.logs import get_logger
+from remotellm_broker.metering import UsageBook
 from remotellm_broker.metrics import Metrics
 from remotellm_broker.ratelimit import RateLimiter, StreamSlots
 from remotellm_broker.registry import Registry
@@ -57,6 +58,8 @@ class BrokerState:
         self.router: Router[ConnectorLink] = Router(self.registry, settings.queue_max)
         self.listing = ModelListing(self.registry, self.started_at)
         self.metrics = Metrics()
+        #: Usage records and quota counters (opens the usage database).
+        self.usage = UsageBook(settings, self.metrics)
         self.limiter = RateLimiter()
         self.slots = StreamSlots()
         self.token_links = TokenLinks(settings.max_links_per_token)
@@ -127,6 +130,7 @@ class BrokerState:
             replaced.lost()
             self.spawn(replaced.ws.close(code=CloseCode.REPLACED, message=b"replaced"))
         self.metrics.connectors.set(len(self.registry))
+        self._count_models()
         self.router.offer(link)
         return replaced
 
@@ -134,13 +138,23 @@ class BrokerState:
         self.registry.remove(link)
         link.lost()
         self.metrics.connectors.set(len(self.registry))
+        self._count_models()
 
     def release(self, link: ConnectorLink) -> None:
         """A stream on ``link`` ended (the link's callback)."""
         self.router.release(link)
 
+    def _count_models(self) -> None:
+        """The connectors-per-model gauge, after every change of who serves what."""
+        counts: dict[str, int] = {}
+        for connector in self.registry:
+            for model in connector.models:
+                counts[model] = counts.get(model, 0) + 1
+        self.metrics.models_served(counts)
+
     def models_changed(self, link: ConnectorLink, models: Sequence[ModelInfo]) -> None:
         self.registry.update_models(link, models)
+        self._count_models()
         self.router.offer(link)
 
     def starting(self) -> bool:
@@ -169,6 +183,12 @@ class BrokerState:
         if self._in_flight == 0:
             self._idle.set()
         self.metrics.active_streams.dec()
+
+    def live(self) -> list[Exchange]:
+        """The requests in flight now, oldest first (the admin page's live streams)."""
+        return sorted(
+            (ex for group in self._exchanges.values() for ex in group), key=lambda e: e.started
+        )
 
     @property
     def in_flight(self) -> int:

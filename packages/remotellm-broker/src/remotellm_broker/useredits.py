@@ -28,6 +28,7 @@ __all__ = [
     "set_blocked",
     "set_key",
     "set_limits",
+    "set_quotas",
     "valid_name",
 ]
 
@@ -117,6 +118,22 @@ def set_limits(
             rate_limit_rpm=rate_limit_rpm,
             rate_limit_burst=rate_limit_burst,
             max_streams=max_streams,
+        )
+
+    return _replace(content, users=_map_user(content, resolve(content, name).id, change))
+
+
+def set_quotas(
+    content: UsersFile, name: str, *, daily_tokens: int | None, monthly_tokens: int | None
+) -> UsersFile:
+    """Per-user token quotas (None = the broker-wide setting, 0 = no quota)."""
+    for value in (daily_tokens, monthly_tokens):
+        if value is not None and value < 0:
+            raise UserStoreError("quotas must be 0 (none) or more")
+
+    def change(entry: UserEntry) -> UserEntry:
+        return msgspec.structs.replace(
+            entry, quota_daily_tokens=daily_tokens, quota_monthly_tokens=monthly_tokens
         )
 
     return _replace(content, users=_map_user(content, resolve(content, name).id, change))

@@ -77,6 +77,9 @@ class UserEntry(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown
     key_hash: str | None = None
     key_prefix: str | None = None
     key_created: str | None = None
+    #: Token quotas (prompt + completion); None: the broker's default, 0: none.
+    quota_daily_tokens: NonNegInt | None = None
+    quota_monthly_tokens: NonNegInt | None = None
     rate_limit_rpm: NonNegInt | None = None
     rate_limit_burst: NonNegInt | None = None
     max_streams: NonNegInt | None = None

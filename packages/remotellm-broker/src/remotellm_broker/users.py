@@ -83,6 +83,8 @@ class KeyIdentity:
     key_id: str
     name: str
     blocked: bool
+    quota_daily_tokens: int | None = None
+    quota_monthly_tokens: int | None = None
     rate_limit_rpm: int | None = None
     rate_limit_burst: int | None = None
     max_streams: int | None = None
@@ -102,6 +104,8 @@ class UserRecord:
     key_id: str | None
     key_prefix: str | None
     key_created: str | None
+    quota_daily_tokens: int | None
+    quota_monthly_tokens: int | None
     rate_limit_rpm: int | None
     rate_limit_burst: int | None
     max_streams: int | None
@@ -146,6 +150,8 @@ def _record(entry: UserEntry, blocked_names: frozenset[str]) -> UserRecord:
         key_id=key_id_for_hash(entry.key_hash) if entry.key_hash else None,
         key_prefix=entry.key_prefix,
         key_created=entry.key_created,
+        quota_daily_tokens=entry.quota_daily_tokens,
+        quota_monthly_tokens=entry.quota_monthly_tokens,
         rate_limit_rpm=entry.rate_limit_rpm,
         rate_limit_burst=entry.rate_limit_burst,
         max_streams=entry.max_streams,
@@ -310,6 +316,8 @@ class UserStore:
                             key_id=record.key_id,
                             name=entry.name,
                             blocked=record.blocked,
+                            quota_daily_tokens=entry.quota_daily_tokens,
+                            quota_monthly_tokens=entry.quota_monthly_tokens,
                             rate_limit_rpm=entry.rate_limit_rpm,
                             rate_limit_burst=entry.rate_limit_burst,
                             max_streams=entry.max_streams,
@@ -378,6 +386,16 @@ class UserStore:
                 rate_limit_rpm=rate_limit_rpm,
                 rate_limit_burst=rate_limit_burst,
                 max_streams=max_streams,
+            )
+        )
+
+    def set_quotas(
+        self, name: str, *, daily_tokens: int | None, monthly_tokens: int | None
+    ) -> None:
+        """Per-user token quotas (None = broker default, 0 = no quota)."""
+        self._update(
+            lambda c: edits.set_quotas(
+                c, name, daily_tokens=daily_tokens, monthly_tokens=monthly_tokens
             )
         )
 

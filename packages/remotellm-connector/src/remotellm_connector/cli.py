@@ -1,4 +1,4 @@
-"""The ``remotellm-connector`` command line: ``run``, ``check`` and ``demo-llm``.
+"""The ``remotellm-connector`` command line: ``run``, ``check``, ``usage``, ``status``, …
 
 Flag names are a contract (docs, systemd units and scripts use them). Each flag also reads
 ``REMOTELLM_CONNECTOR_<NAME>``; the precedence lives in ``config.load_settings``. The relay token
@@ -51,6 +51,10 @@ _OPTIONS = [
     click.option(
         "--token-file",
         help="File holding the connector token (else REMOTELLM_CONNECTOR_TOKEN).",
+    ),
+    click.option(
+        "--data-dir",
+        help="Where usage records are kept [default: ~/.local/share/remotellm-connector].",
     ),
     click.option(
         "--log-format",
@@ -135,3 +139,48 @@ def check(config_file: Path | None, **flags: Any) -> None:
     settings = _load(config_file, flags)
     configure_logging("console", "error")
     sys.exit(asyncio.run(run_check(settings)))
+
+
+@main.command()
+@_settings_options
+@click.option(
+    "--by", type=click.Choice(["user", "model", "day"]), default="user", show_default=True
+)
+@click.option("--since", default="30d", show_default=True, help="Start: 30d, 2026-12-01, …")
+@click.option("--until", default=None, help="End (exclusive) [default: now].")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
+def usage(
+    config_file: Path | None,
+    by: str,
+    since: str,
+    until: str | None,
+    fmt: str,
+    **flags: Any,
+) -> None:
+    """Who used this GPU: requests and tokens by user, model or day, with your policy."""
+    from remotellm_connector.config import data_dir
+    from remotellm_connector.owner import run_usage
+
+    settings = _load(config_file, flags)
+    db = data_dir(settings, os.environ) / "usage.db"
+    click.echo(run_usage(settings, db, by, since, until, fmt))
+
+
+@main.command()
+@_settings_options
+@click.option("--json", "as_json", is_flag=True, help="The streams as JSON.")
+def status(config_file: Path | None, as_json: bool, **flags: Any) -> None:
+    """The streams the running connector serves now: user, model, age, progress."""
+    import json
+
+    from remotellm_connector.owner import fetch_streams, format_streams
+
+    settings = _load(config_file, flags)
+    streams = fetch_streams(settings)
+    click.echo(json.dumps(streams, indent=2) if as_json else format_streams(streams))

@@ -24,6 +24,7 @@ __all__ = [
     "ENV_PREFIX",
     "ConfigError",
     "ConnectorSettings",
+    "data_dir",
     "load_settings",
     "normalize_broker_url",
     "normalize_llm_url",
@@ -64,6 +65,12 @@ class ConnectorSettings(msgspec.Struct, frozen=True, kw_only=True):
     user_rate_limit_burst: int = 0
     #: Concurrent streams per user; 0 = only ``max_streams`` applies.
     user_max_streams: int = 0
+    # -- usage records (docs/usage.md) -------------------------------------------------------
+    #: Directory of the usage records (``usage.db``); default
+    #: ``$XDG_DATA_HOME/remotellm-connector`` (``~/.local/share/remotellm-connector``).
+    data_dir: str | None = None
+    #: Usage records older than this many days are deleted; 0 keeps no records at all.
+    usage_retention_days: int = 400
     # -- timing ------------------------------------------------------------------------------
     shutdown_grace_s: float = 30.0
     models_refresh_s: float = 30.0
@@ -205,7 +212,13 @@ def _rules(s: ConnectorSettings) -> list[tuple[str, bool, str]]:
             "must be 1-64 printable characters without spaces",
         ),
     ]
-    for key in ("max_retries", "user_rate_limit_rpm", "user_rate_limit_burst", "user_max_streams"):
+    for key in (
+        "max_retries",
+        "user_rate_limit_rpm",
+        "user_rate_limit_burst",
+        "user_max_streams",
+        "usage_retention_days",
+    ):
         rules.append((key, getattr(s, key) >= 0, "must be 0 or more"))
     for key in (
         "models_refresh_s",
@@ -224,6 +237,14 @@ def _rules(s: ConnectorSettings) -> list[tuple[str, bool, str]]:
             except ValueError as exc:
                 rules.append((key, False, str(exc)))
     return rules
+
+
+def data_dir(settings: ConnectorSettings, env: Mapping[str, str]) -> Path:
+    """Where the connector keeps its usage records."""
+    if settings.data_dir:
+        return Path(settings.data_dir).expanduser()
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "remotellm-connector"
 
 
 def normalize_broker_url(url: str) -> str:

@@ -17,6 +17,7 @@ the right ``end`` (none if the relay is gone) and finishes normally.
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Collection
 from enum import Enum, auto
 
@@ -26,6 +27,7 @@ from remotellm_connector.errors import RequestRefused, StreamFailure
 from remotellm_connector.forward import plan_in_thread, plan_request
 from remotellm_connector.metrics import Metrics
 from remotellm_connector.policy import Policy
+from remotellm_connector.records import StreamLog
 from remotellm_connector.upstream import Upstream
 from remotellm_connector.usage import UsageTap
 from remotellm_connector.writer import RelayGone
@@ -65,10 +67,13 @@ class _Stream:
         "abort",
         "admitted",
         "body_ready",
+        "born",
         "credit",
         "ended",
+        "events",
         "head_sent",
         "id",
+        "model",
         "nbytes",
         "open",
         "parts",
@@ -96,6 +101,10 @@ class _Stream:
         #: ``end`` was handed to the socket: the stream is over for the broker.
         self.ended = False
         self.nbytes = 0
+        #: For ``remotellm-connector status``: when it opened, its model, SSE events so far.
+        self.born = time.monotonic()
+        self.model: str | None = None
+        self.events = 0
 
     def add_body(self, chunk: bytes, last: bool) -> None:
         if not self.too_large:
@@ -138,6 +147,7 @@ class Dispatcher:
         metrics: Metrics,
         task_group: asyncio.TaskGroup,
         known_models: Callable[[], Collection[str]] = frozenset,
+        records: StreamLog | None = None,
     ) -> None:
         self.session = session
         self._send = send
@@ -146,6 +156,7 @@ class Dispatcher:
         self.metrics = metrics
         self._tg = task_group
         self._known_models = known_models
+        self.records = records
         self.streams: dict[int, _Stream] = {}
         #: Set after this side's ``goaway``: every new ``open`` is answered ``GOING_AWAY``.
         self.draining = False
@@ -273,6 +284,7 @@ class Dispatcher:
         else:
             req = plan_request(stream.open, body, inject_usage=inject)
         rec.model = req.model
+        stream.model = req.model
         async with self.upstream.open(req) as resp:
             rec.status = resp.status
             stream.head_sent = True  # from here on a failure is an interruption, not a retry
@@ -284,6 +296,7 @@ class Dispatcher:
                     rec.ttfb = asyncio.get_running_loop().time() - rec.start
                 out = feed(chunk)
                 if out:
+                    stream.events += out.count(b"data:")
                     await self._data(stream, out)
             rest = tap.finish()
             if rest:
@@ -354,6 +367,16 @@ class Dispatcher:
         if rec.error is not None and rec.error.code in _UPSTREAM_CODES:
             self.metrics.upstream_errors.labels(outcome).inc()
         frame = stream.open
+        if self.records is not None:
+            self.records.stream_done(
+                frame,
+                model=rec.model,
+                status=rec.status,
+                error=rec.error,
+                usage=rec.usage,
+                ttfb_s=rec.ttfb,
+                duration_s=duration,
+            )
         log.info(
             "request",
             correlation_id=frame.correlation_id,

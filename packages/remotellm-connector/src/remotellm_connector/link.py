@@ -33,6 +33,7 @@ from remotellm_connector.dispatch import Abort, Dispatcher, RelayGone
 from remotellm_connector.liveness import Liveness
 from remotellm_connector.metrics import Metrics
 from remotellm_connector.policy import Policy
+from remotellm_connector.records import StreamLog
 from remotellm_connector.upstream import Upstream
 from remotellm_connector.writer import FrameWriter
 from remotellm_protocol import (
@@ -141,7 +142,9 @@ class Link:
         ping_interval: float = 5.0,
         ping_timeout: float = 7.0,
         on_connected: Callable[[], None] = lambda: None,
+        records: StreamLog | None = None,
     ) -> None:
+        self.records = records
         self.url, self._token, self.name, self.max_streams = url, token, name, max_streams
         self.upstream, self.policy, self.metrics, self.watcher = upstream, policy, metrics, watcher
         self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
@@ -219,6 +222,7 @@ class Link:
                 metrics=self.metrics,
                 task_group=tg,
                 known_models=lambda: self.watcher.model_ids,
+                records=self.records,
             )
             helpers = [
                 tg.create_task(self._watch(ws, writer, state)),

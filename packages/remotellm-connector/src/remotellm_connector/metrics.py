@@ -68,6 +68,12 @@ class Metrics:
             ["code"],
             registry=r,
         )
+        self.usage_records_dropped = Counter(
+            p + "usage_records_dropped",
+            "Usage records lost: the write queue was full, or the database could not be written.",
+            ["reason"],
+            registry=r,
+        )
         self._prompt = self.tokens.labels("prompt")
         self._completion = self.tokens.labels("completion")
         for code in (

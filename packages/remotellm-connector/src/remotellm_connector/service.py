@@ -16,18 +16,26 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import stat
 from pathlib import Path
 
 import structlog
 
 from remotellm_connector.backoff import Backoff
-from remotellm_connector.config import ConnectorSettings, normalize_broker_url, normalize_llm_url
+from remotellm_connector.config import (
+    ConnectorSettings,
+    data_dir,
+    normalize_broker_url,
+    normalize_llm_url,
+)
 from remotellm_connector.discovery import ModelWatcher
 from remotellm_connector.health import HealthServer, Status, make_health_app
 from remotellm_connector.link import Link, LinkResult
+from remotellm_connector.livestreams import add_streams_route, live_streams
 from remotellm_connector.metrics import Metrics
 from remotellm_connector.policy import Policy
+from remotellm_connector.records import StreamLog
 from remotellm_connector.upstream import Upstream
 
 __all__ = ["Connector", "StartupError", "run_connector"]
@@ -53,6 +61,8 @@ class Connector:
         self.metrics = Metrics()
         self.status = Status()
         self.backoff = Backoff()
+        #: The owner's usage records (``records``), open while ``run`` runs.
+        self.records: StreamLog | None = None
         self.policy = Policy(
             allowed_users=settings.allowed_users,
             rpm=settings.user_rate_limit_rpm,
@@ -97,9 +107,12 @@ class Connector:
             )
             upstream.on_unreachable = watcher.poke
             await self._refresh(watcher)
-            self.health = HealthServer(
-                make_health_app(self.status, self.metrics), s.health_host, s.health_port
+            health_app = make_health_app(self.status, self.metrics)
+            add_streams_route(
+                health_app, lambda: live_streams(self.link.dispatcher if self.link else None)
             )
+            self.health = HealthServer(health_app, s.health_host, s.health_port)
+            self.records = self._open_records()
             try:
                 await self.health.start()
             except OSError as exc:
@@ -124,6 +137,25 @@ class Connector:
                         refresher.cancel()
             finally:
                 await self.health.stop()
+                if self.records is not None:
+                    await asyncio.to_thread(self.records.close)
+
+    def _open_records(self) -> StreamLog | None:
+        """The owner's usage records; a connector that cannot keep them still serves."""
+        s = self.settings
+        if s.usage_retention_days == 0:
+            return None
+        path = data_dir(s, os.environ) / "usage.db"
+        try:
+            return StreamLog(
+                path,
+                s.name,
+                self.metrics.usage_records_dropped,
+                retention_s=s.usage_retention_days * 86400.0,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("usage_records_unavailable", path=str(path), error=str(exc)[:200])
+            return None
 
     async def _refresh(self, watcher: ModelWatcher) -> None:
         await watcher.refresh()
@@ -156,6 +188,7 @@ class Connector:
                 ping_interval=s.ping_interval_s,
                 ping_timeout=s.ping_timeout_s,
                 on_connected=self._connected,
+                records=self.records,
             )
             result = await self._serve_link(self.link)
             self.status.relay_up = False

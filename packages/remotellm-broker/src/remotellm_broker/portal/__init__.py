@@ -13,6 +13,7 @@ broker without GitLab login stays small (tests/test_portal_imports.py holds it t
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -32,6 +33,30 @@ __all__ = ["PORTAL", "ModelIds", "add_portal"]
 log = structlog.get_logger(__name__)
 
 PORTAL: web.AppKey[Portal] = web.AppKey("remotellm_portal")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _add_usage_pages(
+    app: web.Application,
+    settings: BrokerSettings,
+    store: UserStore,
+    public_origin: str,
+    with_session: Callable[[Handler], Handler],
+) -> None:
+    """The account usage page and the admin page (issue 17), in modules of their own."""
+    from remotellm_broker.portal.admin import AdminPages
+    from remotellm_broker.portal.myusage import UsagePages
+
+    mine = UsagePages(settings, store)
+    admin = AdminPages(settings, store, public_origin)
+    app.router.add_get("/account/usage", with_session(mine.account_usage))
+    app.router.add_get("/account/usage.svg", with_session(mine.account_chart))
+    app.router.add_get("/admin", with_session(admin.page))
+    app.router.add_post("/admin/users/block", with_session(admin.block))
+    app.router.add_post("/admin/users/unblock", with_session(admin.unblock))
+    app.router.add_post("/admin/users/limits", with_session(admin.limits))
+    app.router.add_post("/admin/streams/cut", with_session(admin.cut))
 
 
 def add_portal(
@@ -72,6 +97,7 @@ def add_portal(
     app[PORTAL] = portal
     app.cleanup_ctx.append(portal.gitlab_client)
     with_session = sessions_for(make_storage(config.session_secret, secure=config.secure_cookies))
+    _add_usage_pages(app, settings, store, config.public_origin, with_session)
     app.router.add_get("/", with_session(portal.index))
     app.router.add_get("/auth/login", with_session(portal.login))
     app.router.add_get("/auth/callback", with_session(portal.callback))

@@ -16,7 +16,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from remotellm_broker.portal.headers import security_headers
 
-__all__ = ["render", "security_headers"]
+__all__ = ["render", "render_svg", "security_headers"]
 
 _env = Environment(
     loader=PackageLoader("remotellm_broker.portal", "templates"),
@@ -49,3 +49,8 @@ def render(template: str, *, status: int = 200, **context: Any) -> web.Response:
     response = web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
     response.headers.update(security_headers(nonce))
     return response
+
+
+def render_svg(template: str, **context: Any) -> str:
+    """An SVG image (autoescaped like the pages; no nonce: an image runs no script)."""
+    return _env.get_template(template).render(**context)

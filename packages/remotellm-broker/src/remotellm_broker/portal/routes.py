@@ -33,6 +33,7 @@ from aiohttp_session import Session, get_session
 
 from remotellm_broker.__about__ import __version__
 from remotellm_broker.portal import failures
+from remotellm_broker.portal.admins import remember_groups
 from remotellm_broker.portal.csrf import CSRF_FIELD, csrf_matches
 from remotellm_broker.portal.examples import (
     PLACEHOLDER_MODEL,
@@ -227,6 +228,7 @@ class Portal:
             session = await start_user_session(
                 request, user.user_id, created=user.created, epoch=user.session_epoch
             )
+            remember_groups(session, gitlab_user.groups)  # for admin_gitlab_groups
             log.info(
                 "portal_login", user_id=user.user_id, has_key=user.has_key, access=decision.reason
             )

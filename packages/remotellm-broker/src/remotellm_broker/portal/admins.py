@@ -1,0 +1,36 @@
+"""Who is an admin of the portal: GitLab user ids or GitLab groups named in the settings.
+
+``admin_gitlab_ids`` names users by their GitLab id (it survives a rename). For
+``admin_gitlab_groups`` the login keeps the user's groups in the session
+(``remember_groups``, from GitLab's OpenID Connect userinfo ``groups`` claim), so a user
+removed from the group stops being an admin at their next login, at the latest when the
+session expires (8 hours).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiohttp_session import Session
+
+from remotellm_broker.config import BrokerSettings
+from remotellm_broker.users import UserRecord
+
+__all__ = ["is_admin", "remember_groups"]
+
+_GROUPS_KEY = "groups"
+
+
+def remember_groups(session: Session, groups: Iterable[str]) -> None:
+    """Keep the user's GitLab groups (full paths) in the session at login."""
+    session[_GROUPS_KEY] = sorted({g for g in groups if isinstance(g, str)})[:500]
+
+
+def is_admin(settings: BrokerSettings, user: UserRecord, session: Session) -> bool:
+    if user.gitlab_id is not None and user.gitlab_id in settings.admin_gitlab_ids:
+        return True
+    groups = session.get(_GROUPS_KEY)
+    if not settings.admin_gitlab_groups or not isinstance(groups, list):
+        return False
+    wanted = {g.strip("/").casefold() for g in settings.admin_gitlab_groups}
+    return any(isinstance(g, str) and g.strip("/").casefold() in wanted for g in groups)
