@@ -80,6 +80,8 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     model_announcements_per_minute: PosInt = 30
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    #: auto: uvloop when the [uvloop] extra is installed, else asyncio's loop (see eventloop.py).
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     gitlab_url: NonEmpty = "https://gitlab.com"
     gitlab_client_id: NonEmpty | None = None
     gitlab_client_secret: NonEmpty | None = None
@@ -123,7 +125,7 @@ LIST_FIELDS = frozenset(
 # (public_url too: GitLab must send the browser back to an address the operator chose).
 PORTAL_FIELDS = ("gitlab_url", "gitlab_client_id", "gitlab_client_secret", "session_secret")
 PORTAL_REQUIRED = ("gitlab_client_id", "gitlab_client_secret", "session_secret", "public_url")
-_LOWERCASE_FIELDS = frozenset({"log_format", "log_level"})
+_LOWERCASE_FIELDS = frozenset({"log_format", "log_level", "event_loop"})
 
 
 def env_name(field: str) -> str:

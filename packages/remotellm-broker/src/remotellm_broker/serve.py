@@ -25,6 +25,7 @@ from typing import Any
 import click
 from aiohttp import web
 
+from remotellm_broker import eventloop
 from remotellm_broker.app import BROKER, create_app, create_health_app, drain
 from remotellm_broker.config import BrokerSettings, ConfigError, load_settings
 from remotellm_broker.logs import configure_logging, get_logger
@@ -210,6 +211,11 @@ def _overrides(flags: dict[str, Any]) -> dict[str, object]:
     type=int,
     help="Model lists (hello + models frames) per connector token per minute [30].",
 )
+@click.option(
+    "--event-loop",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    help="Event loop [default: auto: uvloop when installed, else asyncio].",
+)
 def serve(config_file: Path | None, **flags: Any) -> None:
     """Run the broker: the OpenAI API, the relay for connectors, the portal."""
     try:
@@ -226,8 +232,8 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     except UserStoreError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        asyncio.run(_main(settings, store))
-    except BindError as exc:
+        eventloop.run(_main(settings, store), settings.event_loop, log)
+    except (BindError, eventloop.EventLoopError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

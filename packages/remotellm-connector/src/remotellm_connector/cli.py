@@ -42,7 +42,11 @@ _OPTIONS = [
         envvar="REMOTELLM_CONNECTOR_CONFIG",
         help="YAML settings file.",
     ),
-    click.option("--max-streams", type=int, help="Concurrent streams served [default: 16]."),
+    click.option(
+        "--max-streams",
+        type=int,
+        help="Concurrent streams served [default: 2 x llama.cpp's slots, else 256].",
+    ),
     click.option(
         "--max-retries",
         type=int,
@@ -56,6 +60,11 @@ _OPTIONS = [
         "--log-format",
         type=click.Choice(["auto", "json", "console"]),
         help="Log format [default: auto: JSON unless stderr is a terminal].",
+    ),
+    click.option(
+        "--event-loop",
+        type=click.Choice(["auto", "asyncio", "uvloop"]),
+        help="Event loop [default: auto: uvloop when installed, else asyncio].",
     ),
 ]
 
@@ -99,8 +108,9 @@ def main() -> None:
 @_settings_options
 def run(config_file: Path | None, **flags: Any) -> None:
     """Connect to the broker and serve requests from the local LLM until stopped."""
+    from remotellm_connector import eventloop
     from remotellm_connector.logs import configure_logging
-    from remotellm_connector.service import StartupError, run_connector
+    from remotellm_connector.service import StartupError, log, run_connector
 
     settings = _load(config_file, flags)
     if settings.broker_url is None:
@@ -117,8 +127,8 @@ def run(config_file: Path | None, **flags: Any) -> None:
         sys.exit(EXIT_CONFIG)
     configure_logging(settings.log_format, settings.log_level)
     try:
-        code = asyncio.run(run_connector(settings, token))
-    except StartupError as exc:
+        code = eventloop.run(run_connector(settings, token), settings.event_loop, log)
+    except (StartupError, eventloop.EventLoopError) as exc:
         click.echo(f"remotellm-connector: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
     sys.exit(code)
