@@ -49,7 +49,8 @@ class ConnectorSettings(msgspec.Struct, frozen=True, kw_only=True):
     name: str = ""
     health_host: str = "127.0.0.1"
     health_port: int = 8080
-    max_streams: int = 16
+    #: None: derived from the LLM server (2 x llama.cpp's slots, else 256; see capacity.py).
+    max_streams: int | None = None
     #: Exit non-zero after this many failed connection attempts in a row; 0 retries forever.
     max_retries: int = 0
     token_file: str | None = None
@@ -74,6 +75,8 @@ class ConnectorSettings(msgspec.Struct, frozen=True, kw_only=True):
     ping_timeout_s: float = 7.0
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: auto: uvloop when the [uvloop] extra is installed, else asyncio's loop (see eventloop.py).
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     # -- secrets: environment or file only, never a flag or the YAML file ---------------------
     token: str | None = None
     llm_api_key: str | None = None
@@ -192,7 +195,11 @@ def _rules(s: ConnectorSettings) -> list[tuple[str, bool, str]]:
     rules = [
         _allowed_users_rule(s),
         ("health_port", 0 <= s.health_port <= 65535, "must be a TCP port, 0-65535"),
-        ("max_streams", 1 <= s.max_streams <= 10_000, "must be between 1 and 10000"),
+        (
+            "max_streams",
+            s.max_streams is None or 1 <= s.max_streams <= 10_000,
+            "must be between 1 and 10000",
+        ),
         ("shutdown_grace_s", s.shutdown_grace_s >= 0, "must be 0 or more"),
         (
             "name",

@@ -22,6 +22,7 @@ from pathlib import Path
 import structlog
 
 from remotellm_connector.backoff import Backoff
+from remotellm_connector.capacity import MAX_STREAMS_LIMIT, stream_cap
 from remotellm_connector.config import ConnectorSettings, normalize_broker_url, normalize_llm_url
 from remotellm_connector.discovery import ModelWatcher
 from remotellm_connector.health import HealthServer, Status, make_health_app
@@ -58,13 +59,14 @@ class Connector:
             rpm=settings.user_rate_limit_rpm,
             burst=settings.user_rate_limit_burst,
             user_max_streams=settings.user_max_streams,
-            max_streams=settings.max_streams,
+            max_streams=stream_cap(settings.max_streams, None)[0],
         )
         self.stopping = asyncio.Event()
         self.forced = asyncio.Event()
         self.health: HealthServer | None = None
         self.link: Link | None = None
         self._connections = 0
+        self._cap_logged = False
 
     def request_stop(self) -> None:
         """First call: graceful drain. Second call: end everything now."""
@@ -85,7 +87,7 @@ class Connector:
             api_key=s.llm_api_key,
             connect_timeout=s.llm_connect_timeout_s,
             read_timeout=s.llm_read_timeout_s,
-            pool_size=s.max_streams + 4,
+            pool_size=(s.max_streams or MAX_STREAMS_LIMIT) + 4,  # the policy caps the streams
         ) as upstream:
             watcher = ModelWatcher(
                 upstream, autodetect=llm_url is None, interval=s.models_refresh_s
@@ -108,7 +110,7 @@ class Connector:
                 broker=self.broker_url,
                 llm=upstream.base_url,
                 health=f"http://{s.health_host}:{self.health.port}",
-                max_streams=s.max_streams,
+                max_streams=self._apply_stream_cap(watcher),
             )
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -119,6 +121,15 @@ class Connector:
                         refresher.cancel()
             finally:
                 await self.health.stop()
+
+    def _apply_stream_cap(self, watcher: ModelWatcher) -> int:
+        """The stream cap for the next relay connection (explicit setting, else derived)."""
+        cap, why = stream_cap(self.settings.max_streams, watcher.slots)
+        if cap != self.policy.max_streams or not self._cap_logged:
+            log.info("stream_cap", max_streams=cap, source=why)
+            self._cap_logged = True
+        self.policy.max_streams = cap
+        return cap
 
     async def _refresh(self, watcher: ModelWatcher) -> None:
         await watcher.refresh()
@@ -143,7 +154,7 @@ class Connector:
                 url=self.broker_url,
                 token=self.token,
                 name=s.name,
-                max_streams=s.max_streams,
+                max_streams=self._apply_stream_cap(watcher),
                 upstream=upstream,
                 policy=self.policy,
                 metrics=self.metrics,
