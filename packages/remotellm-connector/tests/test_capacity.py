@@ -110,7 +110,8 @@ async def test_the_broker_is_told_twice_llamacpps_slots(
     try:
         running = await start_connector(llm_url=url)
         conn = await peer.next_connection(within=10)
-        assert conn.hello is not None and conn.hello.max_streams == 6
+        assert conn.hello is not None
+        assert conn.hello.max_streams == 6
         assert running.connector.policy.max_streams == 6
     finally:
         await runner.cleanup()
@@ -121,7 +122,8 @@ async def test_without_slots_the_broker_is_told_256(
 ) -> None:
     await start_connector()  # the demo LLM: no /props
     conn = await peer.next_connection(within=10)
-    assert conn.hello is not None and conn.hello.max_streams == FALLBACK_MAX_STREAMS
+    assert conn.hello is not None
+    assert conn.hello.max_streams == FALLBACK_MAX_STREAMS
 
 
 async def test_an_explicit_max_streams_wins_over_the_slots(
@@ -131,7 +133,8 @@ async def test_an_explicit_max_streams_wins_over_the_slots(
     try:
         running = await start_connector(llm_url=url, max_streams=2)
         conn = await peer.next_connection(within=10)
-        assert conn.hello is not None and conn.hello.max_streams == 2
+        assert conn.hello is not None
+        assert conn.hello.max_streams == 2
         assert running.connector.policy.max_streams == 2
     finally:
         await runner.cleanup()

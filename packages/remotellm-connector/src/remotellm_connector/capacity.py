@@ -7,7 +7,7 @@ server's own first-come-first-served queue, where one user's burst waits ahead o
 
 - An explicit ``--max-streams`` / ``REMOTELLM_CONNECTOR_MAX_STREAMS`` / YAML value always wins.
 - llama.cpp says how many sequences it decodes at once: ``GET /props`` → ``total_slots``
-  (``--parallel``). The cap is **2 × slots**: every slot busy plus one request waiting per
+  (``--parallel``). The cap is **2 x slots**: every slot busy plus one request waiting per
   slot, so a slot that frees up starts its next prompt at once instead of after a round trip
   through the broker, while everything beyond that waits in the broker's fair queue.
 - Other servers do not say. vLLM's batch size (``max_num_seqs``) is not in ``/v1/models`` nor
