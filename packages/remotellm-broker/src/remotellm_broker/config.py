@@ -80,7 +80,8 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     model_announcements_per_minute: PosInt = 30
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
-    #: auto: uvloop when the [uvloop] extra is installed, else asyncio's loop (see eventloop.py).
+    #: `auto`: uvloop when the `[uvloop]` extra is installed, else asyncio's own loop;
+    #: `asyncio` opts out; `uvloop` refuses to start without it.
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     gitlab_url: NonEmpty = "https://gitlab.com"
     gitlab_client_id: NonEmpty | None = None

@@ -49,7 +49,8 @@ class ConnectorSettings(msgspec.Struct, frozen=True, kw_only=True):
     name: str = ""
     health_host: str = "127.0.0.1"
     health_port: int = 8080
-    #: None: derived from the LLM server (2 x llama.cpp's slots, else 256; see capacity.py).
+    #: Concurrent requests this connector serves (announced to the broker); unset: from the
+    #: LLM server, 2 x llama.cpp's slots, else 256 (docs/connector.md, capacity.py).
     max_streams: int | None = None
     #: Exit non-zero after this many failed connection attempts in a row; 0 retries forever.
     max_retries: int = 0
@@ -75,7 +76,8 @@ class ConnectorSettings(msgspec.Struct, frozen=True, kw_only=True):
     ping_timeout_s: float = 7.0
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    #: auto: uvloop when the [uvloop] extra is installed, else asyncio's loop (see eventloop.py).
+    #: `auto`: uvloop when the `[uvloop]` extra is installed, else asyncio's own loop;
+    #: `asyncio` opts out; `uvloop` refuses to start without it.
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     # -- secrets: environment or file only, never a flag or the YAML file ---------------------
     token: str | None = None
