@@ -2,8 +2,8 @@
 
 ``event_loop`` (``--event-loop``, ``REMOTELLM_BROKER_EVENT_LOOP``, YAML ``event_loop``):
 
-- ``auto`` (default): uvloop when the ``[uvloop]`` extra is installed (about a quarter less
-  CPU per relayed token in the bench), asyncio's own loop otherwise;
+- ``auto`` (default): uvloop when the ``[uvloop]`` extra is installed (about a fifth less
+  CPU per relayed token in an earlier bench run), asyncio's own loop otherwise;
 - ``asyncio``: always asyncio's loop (the opt-out);
 - ``uvloop``: uvloop or a start-up error saying how to install it.
 
