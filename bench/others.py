@@ -1,12 +1,18 @@
-"""What users would pick instead of remotellm, as optional paths: LiteLLM proxy and ``ssh -R``.
+"""What users would pick instead of remotellm: the peers every run measures beside it.
 
-Neither is a dependency of the suite. Each starter raises ``Skipped`` with the command that
-would enable it, so ``--with litellm,ssh`` on a machine without them still runs the rest.
+Standard peers (``bench:all`` starts them unless ``--paths`` says otherwise):
 
-- LiteLLM: its own venv (its pins clash with ours), found at ``$BENCH_LITELLM``,
-  ``bench/.venv-litellm/bin/litellm`` or on ``PATH``.
-- ssh: a throwaway sshd on a free loopback port with fresh host and user keys, and
-  ``ssh -N -R`` publishing the demo LLM on another free port, as a GPU owner would tunnel it.
+- ``relay-1hop``, ``relay-2hop``: the thinnest aiohttp relays (``bench.thinrelay``), one
+  process, or two chained (client → relay → relay → LLM, the shape of broker + connector).
+  Byte copiers, no parsing: the floor for a relay written in Python.
+- ``ssh``: a throwaway sshd on a free loopback port with fresh host and user keys, and
+  ``ssh -N -R`` publishing the demo LLM on another free port, as a GPU owner would tunnel it
+  (needs Debian's openssh-server, which ``scripts/ensure-system-deps.sh`` installs).
+
+Optional (``--with litellm``): the LiteLLM proxy, from its own venv (its pins clash with
+ours), found at ``$BENCH_LITELLM``, ``bench/.venv-litellm/bin/litellm`` or on ``PATH``.
+
+A starter that cannot run here raises ``Skipped`` with the command that would enable it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,13 +31,36 @@ from bench.paths import MODEL, BenchPath, Skipped, free_port, http_json, wait_fo
 if TYPE_CHECKING:
     from bench.paths import Rig
 
-__all__ = ["starters"]
+__all__ = ["STANDARD_PATHS", "starters"]
+
+#: remotellm and the peers every run measures beside it (``--paths`` replaces them).
+STANDARD_PATHS = ("remotellm", "relay-1hop", "relay-2hop", "ssh")
 
 _LITELLM_VENV = Path(__file__).parent / ".venv-litellm" / "bin" / "litellm"
+_THIN = Path(__file__).with_name("thinrelay.py")
 
 
 def starters(rig: Rig) -> dict[str, Callable[[], BenchPath]]:
-    return {"litellm": lambda: start_litellm(rig), "ssh": lambda: start_ssh(rig)}
+    return {
+        "relay-1hop": lambda: start_thin(rig, 1),
+        "relay-2hop": lambda: start_thin(rig, 2),
+        "ssh": lambda: start_ssh(rig),
+        "litellm": lambda: start_litellm(rig),
+    }
+
+
+def start_thin(rig: Rig, hops: int) -> BenchPath:
+    """``hops`` thin relays chained in front of the demo LLM (the last one dials it)."""
+    name, procs, upstream = f"relay-{hops}hop", [], rig.upstream_url
+    for hop in range(hops, 0, -1):
+        port = free_port()
+        argv = [sys.executable, str(_THIN), "--port", str(port), "--upstream", upstream]
+        procs.insert(0, rig.spawn(f"{name}-{hop}", argv))
+        procs[0].role = f"relay{hop}"
+        upstream = f"http://127.0.0.1:{port}"
+    path = BenchPath(name, upstream, None, procs)
+    wait_for(name, lambda: http_json(f"{path.url}/v1/models"), procs, 30)
+    return path
 
 
 def _find(*candidates: str | Path | None) -> str | None:
@@ -75,6 +105,10 @@ def start_ssh(rig: Rig) -> BenchPath:
     ssh, keygen = shutil.which("ssh"), shutil.which("ssh-keygen")
     if sshd is None or ssh is None or keygen is None:
         raise Skipped("ssh -R needs sshd, ssh and ssh-keygen (apt-get install openssh-server)")
+    if os.geteuid() == 0 and not Path("/run/sshd").is_dir():
+        # sshd started as root insists on its privilege separation directory, which the
+        # package's boot-time tmpfiles rule creates; a container never booted it.
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     home = rig.workdir / "ssh"
     home.mkdir(mode=0o700, exist_ok=True)
     for name in ("host_key", "user_key"):

@@ -4,11 +4,13 @@
 - ``remotellm``: client → broker → WebSocket → connector → demo LLM, started with the console
   scripts exactly as an operator would (``users add``, ``users limits``, ``tokens create``,
   ``serve``, ``run``), limits lifted so the relay, not a rate limit, is measured.
-- ``remotellm-uvloop``, ``remotellm-gc``, ``remotellm-mmap`` (``--paths remotellm,…``): the
-  same processes with one knob changed (uvloop; ``gc.freeze()`` after the imports; glibc's
-  malloc thresholds), to measure a change before anyone makes it.
-- ``litellm`` (``--with litellm``): LiteLLM proxy from its own venv (see ``bench.others``).
-- ``ssh`` (``--with ssh``): an ``ssh -R`` tunnel through a throwaway local sshd.
+  They run on uvloop, their default where it is installed (the bench env has it).
+- ``remotellm-asyncio``, ``remotellm-defaults``, ``remotellm-gc``, ``remotellm-mmap``
+  (``--paths remotellm,…``): the same processes with one knob changed (asyncio's own loop,
+  ``--event-loop asyncio``; the connector's default stream cap instead of 4096;
+  ``gc.freeze()`` after the imports; glibc's malloc thresholds), to measure a change.
+- ``relay-1hop``, ``relay-2hop``, ``ssh`` (standard peers) and ``litellm`` (``--with
+  litellm``): what a user could pick instead (see ``bench.others``).
 
 One demo LLM serves every path, so all paths see the same upstream. A path's *middle*
 processes are what the runner samples (CPU, RSS) and SIGSTOPs while another path is measured.
@@ -208,7 +210,10 @@ class Rig:
 
         starters = {
             "remotellm": self.start_remotellm,
-            "remotellm-uvloop": lambda: self.start_remotellm("remotellm-uvloop", prelude=_UVLOOP),
+            "remotellm-asyncio": lambda: self.start_remotellm("remotellm-asyncio", env=_ASYNCIO),
+            "remotellm-defaults": lambda: self.start_remotellm(
+                "remotellm-defaults", max_streams=None
+            ),
             "remotellm-gc": lambda: self.start_remotellm("remotellm-gc", prelude=_GC_FREEZE),
             "remotellm-mmap": lambda: self.start_remotellm("remotellm-mmap", env=_NO_MMAP_CHURN),
             **others.starters(self),
@@ -221,12 +226,18 @@ class Rig:
             self.skipped[name] = str(why)
 
     def start_remotellm(
-        self, name: str = "remotellm", *, prelude: str = "", env: dict[str, str] | None = None
+        self,
+        name: str = "remotellm",
+        *,
+        prelude: str = "",
+        env: dict[str, str] | None = None,
+        max_streams: int | None = 4096,
     ) -> BenchPath:
         """Broker + connector. Bench-only variants, to measure a change before making it:
         ``prelude`` is Python run after the entry point's imports and before its ``main``
-        (``_UVLOOP``, ``_GC_FREEZE``); ``env`` adds variables to both processes
-        (``remotellm-mmap``: glibc malloc thresholds, see ``_NO_MMAP_CHURN``).
+        (``_GC_FREEZE``); ``env`` adds variables to both processes (``remotellm-mmap``: glibc
+        malloc thresholds, see ``_NO_MMAP_CHURN``; ``remotellm-asyncio``: the event loop);
+        ``max_streams`` None leaves the connector's own default (derived from the LLM server).
         """
         users = str(self.workdir / f"{name}-users.yaml")
         key = _cli("remotellm-broker", "users", "add", "bench", "--users-file", users)
@@ -246,7 +257,8 @@ class Rig:
             f"{name}-connector",
             [*_entry("remotellm-connector", prelude), "run",
              "--broker-url", f"ws://127.0.0.1:{port}/v1/relay", "--llm-url", self.upstream_url,
-             "--name", "bench", "--health-port", str(free_port()), "--max-streams", "4096"],
+             "--name", "bench", "--health-port", str(free_port()),
+             *([] if max_streams is None else ["--max-streams", str(max_streams)])],
             env=env,
         )  # fmt: skip
         broker.role, connector.role = "broker", "connector"
@@ -268,7 +280,8 @@ class Rig:
 _NO_MMAP_CHURN = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "16777216"}
 
 
-_UVLOOP = "import uvloop; uvloop.install()"
+#: The services' opt-out of their default uvloop (``event_loop`` setting).
+_ASYNCIO = {"REMOTELLM_BROKER_EVENT_LOOP": "asyncio", "REMOTELLM_CONNECTOR_EVENT_LOOP": "asyncio"}
 #: Start-up objects (every imported module) out of the collector's reach: a full collection
 #: then walks only what the running service allocated.
 _GC_FREEZE = "import gc; gc.collect(); gc.freeze()"

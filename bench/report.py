@@ -8,6 +8,10 @@ shared 2-core machine move 2x between repetitions; the pairs move much less.
 - "x0.85" cells are ratios (path / direct): tokens/s, bytes/s; 1.0 is "as fast as direct".
 - Relay CPU per token is the broker's plus the connector's CPU time (or whatever processes a
   path puts in the middle) divided by the tokens the client received.
+- On the rows the issue compares (``Metric.peers``), "best peer" is the best figure among the
+  peers (every path that is neither direct nor a remotellm variant: thin relays, ssh -R,
+  LiteLLM), judged like the target (the paired figure where there is one), and "ahead" says
+  whether remotellm's figure is at least as good.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ class Row:
     """Median paired delta or ratio against direct, per non-direct path."""
     met: bool | None
     """The target, judged on remotellm; None when there is no target or no figure."""
+    best_peer: tuple[str, float] | None = None
+    """The peer with the best judged figure on a ``peers`` row, and that figure."""
+    ahead: bool | None = None
+    """remotellm's judged figure at least as good as the best peer's; None without both."""
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -60,6 +68,34 @@ def _judge(
     return None if judged is None else _OPS[op](judged, limit)
 
 
+def is_peer(path: str) -> bool:
+    return path != "direct" and not path.startswith("remotellm")
+
+
+def _against_peers(
+    m: Metric, values: dict[str, float | None], compared: dict[str, float | None]
+) -> tuple[tuple[str, float] | None, bool | None]:
+    if not m.peers:
+        return None, None
+    judged = compared if m.compare else values
+    figures = [(p, v) for p, v in judged.items() if is_peer(p) and v is not None]
+    if not figures:
+        return None, None
+    pick = max if m.higher_better else min
+    best = pick(figures, key=lambda pv: pv[1])
+    ours = judged.get("remotellm")
+    if ours is None:
+        return best, None
+    return best, ours >= best[1] if m.higher_better else ours <= best[1]
+
+
+def _row(
+    wl: str, m: Metric, values: dict[str, float | None], compared: dict[str, float | None]
+) -> Row:
+    best, ahead = _against_peers(m, values, compared)
+    return Row(wl, m, values, compared, _judge(m, values, compared), best, ahead)
+
+
 def rows(raw: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
     for wl, by_path in raw["runs"].items():
@@ -74,14 +110,14 @@ def rows(raw: dict[str, Any]) -> list[Row]:
                         _pair(m, v, m.value(b)) for v, b in zip(per_rep, base_runs, strict=False)
                     ]
                     compared[path] = _median(pairs)
-            out.append(Row(wl, m, values, compared, _judge(m, values, compared)))
+            out.append(_row(wl, m, values, compared))
     idle = raw.get("idle", {})
     if idle.get("before"):
         for m in IDLE_METRICS:
             values = {path: m.value({"before": idle["before"].get(path),
                                      "after": idle.get("after", {}).get(path)})
                       for path in idle["before"]}  # fmt: skip
-            out.append(Row("W5", m, values, {}, _judge(m, values, {})))
+            out.append(_row("W5", m, values, {}))
     return out
 
 
@@ -106,6 +142,14 @@ def _cell(row: Row, path: str) -> str:
     return f"{value} ({shown})"
 
 
+def _judged(row: Row, figure: float) -> str:
+    if row.metric.compare == "delta":
+        return f"{figure:+.2f}"
+    if row.metric.compare == "ratio":
+        return f"x{figure:.2f}"
+    return _fmt(figure)
+
+
 def render(raw: dict[str, Any]) -> str:
     table = rows(raw)
     paths = list(dict.fromkeys(p for r in table for p in r.values))
@@ -117,8 +161,10 @@ def render(raw: dict[str, Any]) -> str:
         f"Python {meta.get('python')}, {meta.get('cpus')} CPUs. Cells: median value "
         "(paired median vs direct: +added ms, or x ratio).",
         "",
-        "| workload | metric | target (remotellm) | " + " | ".join(paths) + " | met |",
-        "|---|---|---|" + "---|" * len(paths) + "---|",
+        "| workload | metric | target (remotellm) | "
+        + " | ".join(paths)
+        + " | met | best peer | remotellm ahead |",
+        "|---|---|---|" + "---|" * len(paths) + "---|---|---|",
     ]
     for r in table:
         target = "" if r.metric.target is None else f"{r.metric.target[0]} {r.metric.target[1]:g}"
@@ -126,7 +172,11 @@ def render(raw: dict[str, Any]) -> str:
             target += " (+)" if r.metric.compare == "delta" else " (x)"
         met = {None: "", True: "met", False: "**MISSED**"}[r.met]
         cells = " | ".join(_cell(r, p) for p in paths)
-        lines.append(f"| {r.workload} | {r.metric.label} | {target} | {cells} | {met} |")
+        peer = "" if r.best_peer is None else f"{r.best_peer[0]} {_judged(r, r.best_peer[1])}"
+        ahead = {None: "", True: "yes", False: "**no**"}[r.ahead]
+        lines.append(
+            f"| {r.workload} | {r.metric.label} | {target} | {cells} | {met} | {peer} | {ahead} |"
+        )
     for name, why in raw.get("skipped", {}).items():
         lines.append(f"\n* {name} skipped: {why}")
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""``python -m bench.run [--quick] [--workloads W1,W3] [--reps N] [--with litellm,ssh]``.
+"""``python -m bench.run [--quick] [--workloads W1,W3] [--reps N] [--paths …] [--with litellm]``.
 
 Starts the demo LLM and every path, then for each repetition runs each workload on each path
 in turn (the path order rotates between repetitions, so drift on a shared machine hits every
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import Group
+from bench.others import STANDARD_PATHS
 from bench.paths import BenchPath, Rig
 from bench.report import render
 from bench.sampler import Sampler
@@ -152,8 +153,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="short workloads, 1 repetition")
     ap.add_argument("--workloads", default=",".join(ORDER), help="e.g. W1,W3 (default: all)")
     ap.add_argument("--reps", type=int, help="repetitions (default 3; --quick: 1)")
-    ap.add_argument("--with", dest="extra", default="", help="optional paths: litellm,ssh")
-    ap.add_argument("--paths", default="remotellm", help="paths besides direct (default remotellm)")
+    ap.add_argument("--with", dest="extra", default="", help="optional paths: litellm")
+    ap.add_argument(
+        "--paths",
+        default=",".join(STANDARD_PATHS),
+        help=f"paths besides direct (default {','.join(STANDARD_PATHS)})",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     return ap.parse_args(argv)
 

@@ -1,8 +1,10 @@
-"""The suite cannot rot: small W1/W3/W6 shapes on direct and remotellm, real processes.
+"""The suite cannot rot: small W1/W3/W6 shapes on direct, remotellm and the standard peers
+(thin relays, one and two hops; ``ssh -R`` through a throwaway sshd), real processes.
 
 Asserts only what is not timing: every stream exact (its own tokens, in order, ``[DONE]``),
-zero failures, and that the report renders from what was measured. Runs in the default test
-env (no psutil, no uvloop) in well under 30 s: ``pytest -c bench/pytest.ini bench``.
+zero failures, and that the report renders from what was measured, peers set against
+remotellm. Runs in the default test env (no psutil) in about 30 s:
+``pytest -c bench/pytest.ini bench``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ from typing import Any
 import pytest
 
 from bench.loadgen import Group, Target, run_blocking
+from bench.others import STANDARD_PATHS
 from bench.paths import Rig
-from bench.report import render
+from bench.report import render, rows
+
+#: Starting five paths and measuring them all happens in the first test's fixtures.
+pytestmark = pytest.mark.timeout(300)
 
 SHAPES = {
     "W1": (Group(concurrency=1, requests=8, tokens=50),),
@@ -31,8 +37,9 @@ SHAPES = {
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     with Rig(Path(tmp_path_factory.mktemp("bench"))) as rig:
         rig.start_upstream()
-        rig.add("remotellm")
-        assert not rig.skipped, rig.skipped
+        for name in STANDARD_PATHS:
+            rig.add(name)
+        assert not rig.skipped, rig.skipped  # sshd: scripts/ensure-system-deps.sh installs it
         yield rig
 
 
@@ -52,7 +59,7 @@ def measured(rig: Rig) -> dict[str, dict[str, list[dict[str, Any]]]]:
 
 
 @pytest.mark.parametrize("workload", list(SHAPES))
-@pytest.mark.parametrize("path", ["direct", "remotellm"])
+@pytest.mark.parametrize("path", ["direct", *STANDARD_PATHS])
 def test_every_stream_gets_exactly_its_own_tokens(
     measured: dict[str, dict[str, list[dict[str, Any]]]], workload: str, path: str
 ) -> None:
@@ -69,4 +76,10 @@ def test_the_report_renders_every_workload_and_path(
     table = render({"meta": {"reps": 1}, "runs": measured, "idle": {}})
     for workload in SHAPES:
         assert f"| {workload} |" in table
-    assert "| direct | remotellm | met |" in table
+    assert "| direct | remotellm | relay-1hop | relay-2hop | ssh | met | best peer |" in table
+    compared = [r for r in rows({"runs": measured}) if r.metric.peers and r.best_peer]
+    assert {r.metric.label for r in compared} >= {"TTFT p50 (ms)", "tokens/s", "big bodies bytes/s"}
+    for row in compared:
+        assert row.best_peer is not None
+        assert row.best_peer[0] in {"relay-1hop", "relay-2hop", "ssh"}
+        assert row.ahead is not None

@@ -20,7 +20,7 @@ COPY packages/remotellm-protocol packages/remotellm-protocol
 COPY packages/remotellm-broker packages/remotellm-broker
 RUN python -m venv /opt/remotellm \
     && /opt/remotellm/bin/pip install --no-cache-dir \
-        ./packages/remotellm-protocol ./packages/remotellm-broker
+        ./packages/remotellm-protocol "./packages/remotellm-broker[uvloop]"
 
 FROM python:${PYTHON}-slim
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/remotellm \

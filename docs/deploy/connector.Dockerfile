@@ -21,7 +21,7 @@ COPY packages/remotellm-protocol packages/remotellm-protocol
 COPY packages/remotellm-connector packages/remotellm-connector
 RUN python -m venv /opt/remotellm \
     && /opt/remotellm/bin/pip install --no-cache-dir \
-        ./packages/remotellm-protocol ./packages/remotellm-connector
+        ./packages/remotellm-protocol "./packages/remotellm-connector[uvloop]"
 
 FROM python:${PYTHON}-slim
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin remotellm

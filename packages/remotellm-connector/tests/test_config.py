@@ -24,7 +24,7 @@ def test_defaults_apply_when_nothing_is_given() -> None:
     assert (s.health_host, s.health_port, s.max_streams, s.max_retries) == (
         "127.0.0.1",
         9180,
-        16,
+        None,  # derived from the LLM server at start-up (capacity.py)
         0,
     )
     assert s.broker_url is None
@@ -117,7 +117,7 @@ def test_missing_and_malformed_files_are_reported(tmp_path: Path) -> None:
 
 
 def test_empty_file_means_defaults(tmp_path: Path) -> None:
-    assert load_settings(write(tmp_path, ""), {}, {}).max_streams == 16
+    assert load_settings(write(tmp_path, ""), {}, {}).max_streams is None
 
 
 def test_bad_urls_are_refused_at_start_up() -> None:

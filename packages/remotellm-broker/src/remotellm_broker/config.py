@@ -119,6 +119,9 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     cors_allow_origins: list[Origin] = msgspec.field(default_factory=list)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    #: `auto`: uvloop when the `[uvloop]` extra is installed, else asyncio's own loop;
+    #: `asyncio` opts out; `uvloop` refuses to start without it.
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     gitlab_url: NonEmpty = "https://gitlab.com"
     gitlab_client_id: NonEmpty | None = None
     gitlab_client_secret: NonEmpty | None = None
@@ -168,7 +171,7 @@ LIST_FIELDS = frozenset(
 # (public_url too: GitLab must send the browser back to an address the operator chose).
 PORTAL_FIELDS = ("gitlab_url", "gitlab_client_id", "gitlab_client_secret", "session_secret")
 PORTAL_REQUIRED = ("gitlab_client_id", "gitlab_client_secret", "session_secret", "public_url")
-_LOWERCASE_FIELDS = frozenset({"log_format", "log_level"})
+_LOWERCASE_FIELDS = frozenset({"log_format", "log_level", "event_loop"})
 LIST_FIELDS |= {"admin_gitlab_ids", "admin_gitlab_groups"}  # issue 17: the portal's admins
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import click
 from aiohttp import web
 
+from remotellm_broker import eventloop
 from remotellm_broker.app import BROKER, create_app, create_health_app, drain
 from remotellm_broker.config import BrokerSettings, ConfigError, load_settings
 from remotellm_broker.logs import configure_logging, get_logger
@@ -257,6 +258,11 @@ def _overrides(flags: dict[str, Any]) -> dict[str, object]:
     "--cors-allow-origins",
     help="Web origins whose pages may call the API, comma-separated, or * [default: none].",
 )
+@click.option(
+    "--event-loop",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    help="Event loop [default: auto: uvloop when installed, else asyncio].",
+)
 def serve(config_file: Path | None, **flags: Any) -> None:
     """Run the broker: the OpenAI API, the relay for connectors, the portal."""
     try:
@@ -275,8 +281,8 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     except UserStoreError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        asyncio.run(_main(settings, store))
-    except (BindError, UsageStoreError) as exc:
+        eventloop.run(_main(settings, store), settings.event_loop, log)
+    except (BindError, UsageStoreError, eventloop.EventLoopError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

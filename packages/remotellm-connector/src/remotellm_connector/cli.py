@@ -42,7 +42,11 @@ _OPTIONS = [
         envvar="REMOTELLM_CONNECTOR_CONFIG",
         help="YAML settings file.",
     ),
-    click.option("--max-streams", type=int, help="Concurrent streams served [default: 16]."),
+    click.option(
+        "--max-streams",
+        type=int,
+        help="Concurrent streams served [default: 2 x llama.cpp's slots, else 256].",
+    ),
     click.option(
         "--max-retries",
         type=int,
@@ -60,6 +64,11 @@ _OPTIONS = [
         "--log-format",
         type=click.Choice(["auto", "json", "console"]),
         help="Log format [default: auto: JSON unless stderr is a terminal].",
+    ),
+    click.option(
+        "--event-loop",
+        type=click.Choice(["auto", "asyncio", "uvloop"]),
+        help="Event loop [default: auto: uvloop when installed, else asyncio].",
     ),
 ]
 
@@ -103,8 +112,9 @@ def main() -> None:
 @_settings_options
 def run(config_file: Path | None, **flags: Any) -> None:
     """Connect to the broker and serve requests from the local LLM until stopped."""
+    from remotellm_connector import eventloop
     from remotellm_connector.logs import configure_logging
-    from remotellm_connector.service import StartupError, run_connector
+    from remotellm_connector.service import StartupError, log, run_connector
 
     settings = _load(config_file, flags)
     if settings.broker_url is None:
@@ -122,8 +132,8 @@ def run(config_file: Path | None, **flags: Any) -> None:
     secrets = (token, settings.llm_api_key)  # never shown in a log line, whatever their shape
     configure_logging(settings.log_format, settings.log_level, secrets=secrets)
     try:
-        code = asyncio.run(run_connector(settings, token))
-    except StartupError as exc:
+        code = eventloop.run(run_connector(settings, token), settings.event_loop, log)
+    except (StartupError, eventloop.EventLoopError) as exc:
         click.echo(f"remotellm-connector: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
     sys.exit(code)

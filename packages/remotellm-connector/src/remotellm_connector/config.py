@@ -52,7 +52,9 @@ class ConnectorSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: Not 8080 (llama-server), 8000 (vLLM), 11434 (Ollama) or 1234 (LM Studio): the health
     #: server runs on the machine of the LLM server it fronts.
     health_port: int = 9180
-    max_streams: int = 16
+    #: Concurrent requests this connector serves (announced to the broker); unset: from the
+    #: LLM server, 2 x llama.cpp's slots, else 256 (docs/connector.md, capacity.py).
+    max_streams: int | None = None
     #: Exit non-zero after this many failed connection attempts in a row; 0 retries forever.
     max_retries: int = 0
     token_file: str | None = None
@@ -86,6 +88,9 @@ class ConnectorSettings(msgspec.Struct, frozen=True, kw_only=True):
     ping_timeout_s: float = 7.0
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: `auto`: uvloop when the `[uvloop]` extra is installed, else asyncio's own loop;
+    #: `asyncio` opts out; `uvloop` refuses to start without it.
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     # -- secrets: environment or file only, never a flag or the YAML file ---------------------
     token: str | None = None
     llm_api_key: str | None = None
@@ -204,7 +209,11 @@ def _rules(s: ConnectorSettings) -> list[tuple[str, bool, str]]:
     rules = [
         _allowed_users_rule(s),
         ("health_port", 0 <= s.health_port <= 65535, "must be a TCP port, 0-65535"),
-        ("max_streams", 1 <= s.max_streams <= 10_000, "must be between 1 and 10000"),
+        (
+            "max_streams",
+            s.max_streams is None or 1 <= s.max_streams <= 10_000,
+            "must be between 1 and 10000",
+        ),
         ("shutdown_grace_s", s.shutdown_grace_s >= 0, "must be 0 or more"),
         (
             "name",

@@ -29,6 +29,7 @@ import aiohttp
 import msgspec
 import structlog
 
+from remotellm_connector.capacity import llamacpp_slots
 from remotellm_connector.endpoints import probe_endpoints
 from remotellm_connector.upstream import Upstream
 from remotellm_protocol import ModelInfo
@@ -214,6 +215,8 @@ class ModelWatcher:
         self.model_ids: frozenset[str] = frozenset()
         self.reachable = False
         self.server: str | None = None
+        #: llama.cpp's slot count (``capacity``), read when the server becomes reachable.
+        self.slots: int | None = None
         self.version = 0
         self.error: str | None = None
         self._failures = 0
@@ -255,6 +258,9 @@ class ModelWatcher:
         models = [msgspec.structs.replace(m, endpoints=endpoints) for m in models]
         if not self.reachable:
             log.info("llm_reachable", url=self.upstream.base_url, models=len(models))
+            self.slots = await llamacpp_slots(
+                self.upstream.session, self.upstream.base_url, self.upstream.auth_headers()
+            )
         self.reachable, self.error, self._failures = True, None, 0
         self._set(models)
 

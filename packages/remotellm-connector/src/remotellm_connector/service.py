@@ -23,6 +23,7 @@ from pathlib import Path
 import structlog
 
 from remotellm_connector.backoff import Backoff
+from remotellm_connector.capacity import MAX_STREAMS_LIMIT, stream_cap
 from remotellm_connector.config import (
     ConnectorSettings,
     data_dir,
@@ -68,7 +69,7 @@ class Connector:
             rpm=settings.user_rate_limit_rpm,
             burst=settings.user_rate_limit_burst,
             user_max_streams=settings.user_max_streams,
-            max_streams=settings.max_streams,
+            max_streams=stream_cap(settings.max_streams, None)[0],
         )
         self.stopping = asyncio.Event()
         self.forced = asyncio.Event()
@@ -77,6 +78,7 @@ class Connector:
         #: Links to a draining broker still finishing their streams.
         self._draining_links: set[asyncio.Future[LinkResult]] = set()
         self._connections = 0
+        self._cap_logged = False
 
     def request_stop(self) -> None:
         """First call: graceful drain. Second call: end everything now."""
@@ -97,7 +99,7 @@ class Connector:
             api_key=s.llm_api_key,
             connect_timeout=s.llm_connect_timeout_s,
             read_timeout=s.llm_read_timeout_s,
-            pool_size=s.max_streams + 4,
+            pool_size=(s.max_streams or MAX_STREAMS_LIMIT) + 4,  # the policy caps the streams
         ) as upstream:
             watcher = ModelWatcher(
                 upstream,
@@ -126,7 +128,7 @@ class Connector:
                 broker=self.broker_url,
                 llm=upstream.base_url,
                 health=f"http://{s.health_host}:{self.health.port}",
-                max_streams=s.max_streams,
+                max_streams=self._apply_stream_cap(watcher),
             )
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -157,6 +159,15 @@ class Connector:
             log.warning("usage_records_unavailable", path=str(path), error=str(exc)[:200])
             return None
 
+    def _apply_stream_cap(self, watcher: ModelWatcher) -> int:
+        """The stream cap for the next relay connection (explicit setting, else derived)."""
+        cap, why = stream_cap(self.settings.max_streams, watcher.slots)
+        if cap != self.policy.max_streams or not self._cap_logged:
+            log.info("stream_cap", max_streams=cap, source=why)
+            self._cap_logged = True
+        self.policy.max_streams = cap
+        return cap
+
     async def _refresh(self, watcher: ModelWatcher) -> None:
         await watcher.refresh()
         self.status.llm_reachable = watcher.reachable
@@ -180,7 +191,7 @@ class Connector:
                 url=self.broker_url,
                 token=self.token,
                 name=s.name,
-                max_streams=s.max_streams,
+                max_streams=self._apply_stream_cap(watcher),
                 upstream=upstream,
                 policy=self.policy,
                 metrics=self.metrics,
