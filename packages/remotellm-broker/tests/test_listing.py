@@ -107,5 +107,7 @@ def test_the_body_is_rebuilt_only_after_a_change_and_says_what_changed() -> None
     assert changed is not body
     assert changed == (
         b'{"object":"list","data":[{"id":"m0","object":"model","created":7,'
-        b'"owned_by":"remotellm","available":false,"context_length":8,"max_model_len":8}]}'
+        b'"owned_by":"remotellm","available":false,'
+        b'"endpoints":["/v1/chat/completions","/v1/completions","/v1/embeddings"],'
+        b'"context_length":8,"max_model_len":8}]}'
     )

@@ -68,7 +68,7 @@ class _Response(msgspec.Struct):
     stored prompt supplies it: the model server decides)."""
 
     model: _ModelId
-    input: str | list[Any] | None = None
+    input: msgspec.Raw = _NULL  # a string, an array or null
     stream: bool | None = None
     previous_response_id: str | None = None
 
@@ -77,7 +77,7 @@ class _Message(msgspec.Struct):
     """Anthropic Messages API, and its ``count_tokens`` (which has no ``stream``)."""
 
     model: _ModelId
-    messages: Annotated[list[Any], msgspec.Meta(min_length=1)]
+    messages: msgspec.Raw  # a non-empty array (checked in ``_check_kinds``)
     stream: bool | None = None
 
 
@@ -97,6 +97,8 @@ _KINDS: dict[type, tuple[str, bytes, str]] = {
     _Chat: ("messages", b"[", "an array of messages"),
     _Completion: ("prompt", b'"[n', "a string or an array"),
     _Embedding: ("input", b'"[', "a string or an array"),
+    _Response: ("input", b'"[n', "a string or an array"),
+    _Message: ("messages", b"[", "an array of messages"),
 }
 
 
@@ -129,7 +131,7 @@ def _check_kinds(parsed: object) -> None:
     view = memoryview(getattr(parsed, name))
     if view[:1] not in [firsts[i : i + 1] for i in range(len(firsts))]:
         raise _invalid(f"Invalid type for '{name}': expected {expected}.", name)
-    if isinstance(parsed, _Chat) and _EMPTY_ARRAY.fullmatch(view):
+    if isinstance(parsed, _Chat | _Message) and _EMPTY_ARRAY.fullmatch(view):
         raise _invalid(f"Invalid '{name}': empty array; expected at least one item.", name)
 
 
