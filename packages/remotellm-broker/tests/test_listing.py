@@ -61,7 +61,7 @@ async def _list(rig: Rig) -> list[dict[str, object]]:
 @pytest.mark.slow
 async def test_listing_40_links_of_9000_models_never_blocks_the_loop(tmp_path: Path) -> None:
     models = [f"org/model-{i:05d}" for i in range(MODELS)]
-    async with running_broker(tmp_path) as rig:
+    async with running_broker(tmp_path, max_models_per_connector=MODELS) as rig:
         peers = [
             await rig.peer(name=f"gpu-{n}", models=models, context_length=4096 + n)
             for n in range(LINKS)

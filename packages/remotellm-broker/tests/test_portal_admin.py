@@ -238,7 +238,21 @@ async def test_admins_by_gitlab_group_need_the_group_in_their_session(tmp_path: 
     user = store.upsert_gitlab_user(5, "eve", "Eve")
     session = Session("id", data=None, new=True)
     assert not is_admin(settings, user, session)
-    remember_groups(session, ["acme/dev"])
+    remember_groups(session, ["acme/dev"], settings.admin_gitlab_groups)
     assert not is_admin(settings, user, session)
-    remember_groups(session, ["acme/dev", "Acme/Ops"])
+    assert "groups" not in session  # nothing but admin groups is kept in the cookie
+    remember_groups(session, ["acme/dev", "Acme/Ops"], settings.admin_gitlab_groups)
     assert is_admin(settings, user, session)
+    assert session["groups"] == ["Acme/Ops"]
+
+
+async def test_a_member_of_an_admin_group_logs_in_and_gets_the_admin_page(tmp_path: Path) -> None:
+    async with portal(tmp_path, admin_gitlab_groups=["acme/ops"]) as rig:
+        many = [f"acme/team-{i:03}" for i in range(300)]  # a cookie must not grow with these
+        ops = GitLabUser(7, "opsy", "Opsy", memberships=[*many, "acme/ops"])
+        admin, _ = await signed_in(rig, ops)
+        assert (await admin.get("/admin")).status == 200
+        cookie = admin.cookie_value("remotellm_portal") or ""
+        assert len(cookie) < 2048
+        other, _ = await signed_in(rig, GitLabUser(8, "dev", "Dev", memberships=["acme/dev"]))
+        assert (await other.get("/admin")).status == 403

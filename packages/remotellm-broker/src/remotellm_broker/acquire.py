@@ -81,7 +81,10 @@ async def acquire_slot(
         if future.done() and not future.cancelled() and future.exception() is None:
             router.release(future.result())  # granted just as we gave up: give it back
         if isinstance(exc, TimeoutError) and not busy:
-            raise _unavailable(state, ex.model) from None
+            error = _unavailable(state, ex.model)
+            if error.status == 404:
+                ex.model = None  # a model that does not exist is not recorded as one
+            raise error from None
         if isinstance(exc, TimeoutError):
             raise OpenAIError(
                 503,

@@ -71,7 +71,7 @@ class Announcements:
         over = max(len(kept) - self.max_models, 0)
         if invalid or over:
             log.warning(
-                "connector models dropped",
+                "connector_models_dropped",
                 connector=connector,
                 announced=len(models),
                 invalid=invalid,
@@ -99,7 +99,7 @@ def checked_usage(usage: Usage | None, *, connector: str | None, request_id: str
     if all(0 <= n <= MAX_REPORTED_TOKENS for n in counts):
         return usage
     log.warning(
-        "connector usage dropped",
+        "connector_usage_dropped",
         connector=connector,
         request_id=request_id,
         prompt_tokens=usage.prompt_tokens,

@@ -230,8 +230,12 @@ async def _relay_held(
         raise model_not_found(parsed.model)
     ex.model = parsed.model
     endpoint = endpoint_for(request.path)
-    if endpoint is not None and not any(
-        c.offers(parsed.model, endpoint) for c in state.registry.serving(parsed.model)
+    # A model not known yet (a newly started broker waits for its connectors) is decided
+    # after the attach wait: 404, or served by a connector that offers the endpoint.
+    if (
+        endpoint is not None
+        and state.registry.known(parsed.model)
+        and not any(c.offers(parsed.model, endpoint) for c in state.registry.serving(parsed.model))
     ):
         raise missing_endpoint(parsed.model, endpoint)
     only = None

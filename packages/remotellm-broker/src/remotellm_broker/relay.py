@@ -91,7 +91,7 @@ async def relay_endpoint(request: web.Request) -> web.StreamResponse:
         )
     lease = state.token_links.lease(token_name, token)
     if lease is None:
-        log.warning("connector refused: too many links", token=token_name, remote=request.remote)
+        log.warning("connector_refused_too_many_links", token=token_name, remote=request.remote)
         raise OpenAIError(
             429,
             f"This connector token already holds {state.token_links.max_links} links "
@@ -154,7 +154,7 @@ async def _handshake(
     refusal = _admit(state, lease, hello)
     if refusal is not None:
         log.warning(
-            "connector refused",
+            "connector_refused",
             remote=request.remote,
             token=lease.token_name,
             connector=hello.name,
@@ -191,7 +191,7 @@ async def _handshake(
         link.go_away()
     replaced = state.add_link(link)
     if replaced is not None:
-        log.info("connector replaced", connector=link.name, old_session_id=replaced.session_id)
+        log.info("connector_replaced", connector=link.name, old_session_id=replaced.session_id)
     return link
 
 

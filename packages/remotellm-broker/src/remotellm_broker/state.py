@@ -104,7 +104,7 @@ class BrokerState:
         self.token_links.forget(lambda t: t in names or t.startswith("env-token-"))
         for lease in revoked:
             log.warning(
-                "connector token revoked: link closed",
+                "connector_token_revoked",
                 token=lease.token_name,
                 connector=lease.connector,
             )

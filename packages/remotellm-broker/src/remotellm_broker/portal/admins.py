@@ -21,9 +21,13 @@ __all__ = ["is_admin", "remember_groups"]
 _GROUPS_KEY = "groups"
 
 
-def remember_groups(session: Session, groups: Iterable[str]) -> None:
-    """Keep the user's GitLab groups (full paths) in the session at login."""
-    session[_GROUPS_KEY] = sorted({g for g in groups if isinstance(g, str)})[:500]
+def remember_groups(session: Session, groups: Iterable[str], admin_groups: Iterable[str]) -> None:
+    """Keep, in the session at login, those of the user's GitLab groups (full paths) that make
+    an admin: only those, so the cookie stays small however many groups the user is in."""
+    wanted = {g.strip("/").casefold() for g in admin_groups}
+    mine = sorted({g for g in groups if isinstance(g, str) and g.strip("/").casefold() in wanted})
+    if mine:
+        session[_GROUPS_KEY] = mine
 
 
 def is_admin(settings: BrokerSettings, user: UserRecord, session: Session) -> bool:

@@ -228,7 +228,7 @@ class Portal:
             session = await start_user_session(
                 request, user.user_id, created=user.created, epoch=user.session_epoch
             )
-            remember_groups(session, gitlab_user.groups)  # for admin_gitlab_groups
+            remember_groups(session, gitlab_user.groups, self.config.admin_groups)
             log.info(
                 "portal_login", user_id=user.user_id, has_key=user.has_key, access=decision.reason
             )

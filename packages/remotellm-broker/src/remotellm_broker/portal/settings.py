@@ -25,6 +25,8 @@ class PortalConfig:
     client_secret: str
     session_secret: str
     access: AccessRules = field(default_factory=AccessRules)
+    #: ``admin_gitlab_groups``: the only groups a session remembers (a cookie stays small).
+    admin_groups: tuple[str, ...] = ()
 
     @property
     def api_url(self) -> str:
@@ -77,4 +79,5 @@ def portal_config(settings: BrokerSettings) -> PortalConfig | None:
             users=settings.portal_allowed_users,
             allow_any=settings.portal_allow_any_gitlab_user,
         ),
+        admin_groups=tuple(settings.admin_gitlab_groups),
     )
