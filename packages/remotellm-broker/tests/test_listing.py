@@ -75,6 +75,7 @@ async def test_listing_40_links_of_9000_models_never_blocks_the_loop(tmp_path: P
             "created": rig.state.started_at,
             "owned_by": "tests",
             "available": True,
+            "endpoints": ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"],
             "context_length": 4096,
             "max_model_len": 4096,
         }
