@@ -441,8 +441,8 @@ def sequences() -> dict[str, tuple[str, str, list[Step], str]]:
             ("send", open_(1)), ("receive", Head(stream=1, status=600)),
         ), "reject"),
         "head-interim-status": ("1xx is interim, never the status of a response", "broker",
-                                _broker(("send", open_(1)), ("receive", Head(stream=1, status=100))),
-                                "reject"),
+                                _broker(("send", open_(1)),
+                                        ("receive", Head(stream=1, status=100))), "reject"),
         "head-switching-protocols": ("101 would hand the client's connection over", "broker",
                                      _broker(("send", open_(1)),
                                              ("receive", Head(stream=1, status=101))), "reject"),
@@ -455,8 +455,8 @@ def sequences() -> dict[str, tuple[str, str, list[Step], str]]:
         "head-not-modified": ("304 carries no body", "broker", _broker(
             ("send", open_(1)), ("receive", Head(stream=1, status=304)),
         ), "reject"),
-        "accept-head-statuses-with-a-body": ("206 and 429 carry a body, like every status of 200-599 but 204, 205 and 304",
-                                             "broker", _broker(
+        "accept-head-statuses-with-a-body": ("206 and 429 carry a body, like every status of "
+                                             "200-599 but 204, 205 and 304", "broker", _broker(
             *[("send", open_(i)) for i in (1, 2)],
             ("receive", Head(stream=1, status=206)), ("receive", Head(stream=2, status=429)),
         ), "accept"),

@@ -80,18 +80,22 @@ class Stream:
         #: The highest ``delivered`` value announced in a ``credit`` frame.
         self.credited = 0
 
-    def transition(self, event: StreamEvent) -> str | None:
-        """Apply ``event``; return why it is illegal instead, leaving the state unchanged."""
+    def refusal(self, event: StreamEvent) -> str | None:
+        """Why ``event`` is illegal now, or None if ``transition`` may apply it."""
         if event is _E.CANCEL and self.cancelled:
             return f"stream {self.id} cancelled twice"
-        nxt = TRANSITIONS.get((self.state, event))
-        if nxt is None:
+        if (self.state, event) not in TRANSITIONS:
             name = event.name.lower()
             return f"{name} not allowed on stream {self.id} in state {self.state.name}"
-        self.state = nxt
-        if event is _E.CANCEL:
-            self.cancelled = True
         return None
+
+    def transition(self, event: StreamEvent) -> str | None:
+        """Apply ``event``; return why it is illegal instead, leaving the state unchanged."""
+        problem = self.refusal(event)
+        if problem is None:
+            self.state = TRANSITIONS[(self.state, event)]
+            self.cancelled = self.cancelled or event is _E.CANCEL
+        return problem
 
     @property
     def available(self) -> int:
