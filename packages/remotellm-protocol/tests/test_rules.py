@@ -11,6 +11,7 @@ from remotellm_protocol import (
     Credit,
     Data,
     End,
+    Ended,
     Frame,
     GoAway,
     Head,
@@ -36,6 +37,7 @@ SAMPLES: list[Frame] = [
     Credit(stream=1, delivered=0),
     Cancel(stream=1, reason=1),
     GoAway(),
+    Ended(stream=1),
 ]
 
 

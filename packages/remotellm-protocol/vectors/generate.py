@@ -24,15 +24,18 @@ from remotellm_protocol import (
     Credit,
     Data,
     End,
+    Ended,
     ErrorCode,
     Frame,
     GoAway,
     Head,
+    HeldStream,
     Hello,
     ModelInfo,
     Models,
     Open,
     Principal,
+    ResumedStream,
     StreamError,
     Usage,
     Welcome,
@@ -47,6 +50,9 @@ DEFAULT_LIMIT = 1024 * 1024
 PRINCIPAL = Principal(user_id="gitlab:42", key_id="k-1a2b", name="ada")
 HELLO = Hello(name="gpu-box", version="1.0.0", models=[ModelInfo(id="llama3")], max_streams=2)
 WELCOME = Welcome(session_id="s-1", max_frame_bytes=4096, initial_window=16, heartbeat_s=5.0)
+R_HELLO = Hello(name="gpu-box", version="1.3.0", max_streams=2, resumable=True)
+R_WELCOME = Welcome(session_id="s-1", max_frame_bytes=4096, initial_window=16, heartbeat_s=5.0,
+                    resume_token="rt-1", resume_window_s=30.0)  # fmt: skip
 
 
 def open_(stream: int, *, body: bytes = b"{}", more_body: bool = False) -> Open:
@@ -143,6 +149,27 @@ def valid() -> dict[str, tuple[str, Frame, bytes]]:
                                   Cancel(stream=7, reason=42)),
         "goaway-empty": ("goaway without a reason", GoAway()),
         "goaway": ("goaway with a reason", GoAway(reason="broker restarting")),
+        "hello-resumable": ("a connector that can resume, on its first connection",
+                            Hello(name="gpu-box", version="1.3.0", resumable=True)),
+        "hello-resuming": ("a reconnect presenting the resume token and the streams it holds: "
+                           "stream 7 has 5 body bytes so far, stream 9 its whole body", Hello(
+            name="gpu-box", version="1.3.0", resumable=True, resume_token="rt-3b9f",
+            streams=[HeldStream(stream=7, body=5, body_done=False),
+                     HeldStream(stream=9, body=120, body_done=True)],
+        )),
+        "welcome-resumable": ("a broker that keeps streams for 30 s after a drop", Welcome(
+            session_id="s-5f2c", max_frame_bytes=1048576, initial_window=262144, heartbeat_s=5.0,
+            resume_token="rt-3b9f", resume_window_s=30.0,
+        )),
+        "welcome-resumed": ("accepting a resume: stream 7 still uploads; stream 9 continues at "
+                            "response byte 4096, 2048 of them delivered", Welcome(
+            session_id="s-61aa", max_frame_bytes=1048576, initial_window=262144, heartbeat_s=5.0,
+            resume_token="rt-8c01", resume_window_s=30.0,
+            streams=[ResumedStream(stream=7),
+                     ResumedStream(stream=9, received=4096, delivered=2048, head=True)],
+        )),
+        "ended": ("the broker has the end of stream 9 (resumable connections only)",
+                  Ended(stream=9)),
         "unicode": ("strings are UTF-8", Hello(name="Grüße-🚀", version="1", models=[
             ModelInfo(id="模型")
         ])),
@@ -265,6 +292,15 @@ def invalid() -> dict[str, tuple[str, bytes, int, int]]:
                           raw({"t": "head", "stream": 1, "status": "200"})),
         "status-as-float": ("a head status is an int, never a float",
                             raw({"t": "head", "stream": 1, "status": 200.0})),
+        "ended-without-stream": ("ended names its stream", raw({"t": "ended"})),
+        "held-stream-body-as-str": ("resume offsets are ints", raw({
+            "t": "hello", "name": "a", "version": "1", "resumable": True, "resume_token": "t",
+            "streams": [{"stream": 1, "body": "5"}],
+        })),
+        "resumed-stream-head-as-int": ("flags are booleans, never ints", raw({
+            "t": "welcome", "session_id": "s", "max_frame_bytes": 4096, "initial_window": 16,
+            "heartbeat_s": 5.0, "streams": [{"stream": 1, "head": 1}],
+        })),
         "usage-as-list": ("usage is a map",
                           raw({"t": "end", "stream": 1, "usage": [1, 2, 3]})),
         "invalid-utf8-in-tag": ("a str must be valid UTF-8",
@@ -414,6 +450,37 @@ def sequences() -> dict[str, tuple[str, str, list[Step], str]]:
             ("receive", Credit(stream=1, delivered=4)), ("send", Data(stream=1, chunk=b"y" * 4)),
             ("receive", Cancel(stream=1, reason=1)), ("send", CANCELLED),
         ), "accept"),
+        # resumption, within one connection (docs/protocol.md, "Resumption")
+        "accept-resumable-end-then-ended": ("on a resumable connection the broker confirms "
+                                            "each end with ended", "connector", [
+            ("send", R_HELLO), ("receive", R_WELCOME), ("receive", open_(1)), head,
+            ("send", Data(stream=1, chunk=b"x" * 16)), ("receive", Credit(stream=1, delivered=16)),
+            ("send", End(stream=1)), ("receive", Ended(stream=1)),
+        ], "accept"),
+        "ended-without-resumption": ("ended only on a resumable connection", "connector",
+                                     _connector(("receive", open_(1)), head,
+                                                ("send", End(stream=1)),
+                                                ("receive", Ended(stream=1))), "reject"),
+        "ended-for-live-stream": ("ended confirms an end that was sent", "connector", [
+            ("send", R_HELLO), ("receive", R_WELCOME), ("receive", open_(1)),
+            ("receive", Ended(stream=1)),
+        ], "reject"),
+        "ended-twice": ("an end is confirmed once", "connector", [
+            ("send", R_HELLO), ("receive", R_WELCOME), ("receive", open_(1)), head,
+            ("send", End(stream=1)), ("receive", Ended(stream=1)), ("receive", Ended(stream=1)),
+        ], "reject"),
+        "welcome-token-unasked": ("a resume token only for a hello that is resumable",
+                                  "connector", [("send", HELLO), ("receive", R_WELCOME)],
+                                  "reject"),
+        "welcome-resumes-unasked": ("welcome.streams only answer a hello with a resume token",
+                                    "connector", [("send", R_HELLO), ("receive", Welcome(
+            session_id="s-1", max_frame_bytes=4096, initial_window=16, heartbeat_s=5.0,
+            resume_token="rt-1", streams=[ResumedStream(stream=1)],
+        ))], "reject"),
+        "ended-from-connector": ("ended is the broker's", "broker", [
+            ("receive", R_HELLO), ("send", R_WELCOME), *_streaming(), ("receive", End(stream=1)),
+            ("receive", Ended(stream=1)),
+        ], "reject"),
         # the broker's session receives something wrong from a connector
         "models-before-hello": ("hello is the connector's first frame", "broker",
                                 [("receive", Models(models=[]))], "reject"),

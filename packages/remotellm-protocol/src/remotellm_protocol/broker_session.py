@@ -1,10 +1,11 @@
 """The broker's side of a relay connection (see ``session`` for the shared rules)."""
 
-from remotellm_protocol.codes import CancelReason
-from remotellm_protocol.errors import LocalProtocolError
-from remotellm_protocol.frames import Cancel, Credit
+from remotellm_protocol.codes import CancelReason, CloseCode
+from remotellm_protocol.errors import LocalProtocolError, RemoteProtocolError
+from remotellm_protocol.frames import Cancel, Credit, ResumedStream
+from remotellm_protocol.resume import Suspended, offer, refusal
 from remotellm_protocol.rules import Role
-from remotellm_protocol.session import Session
+from remotellm_protocol.session import Session, SessionState
 
 __all__ = ["BrokerSession"]
 
@@ -18,6 +19,34 @@ class BrokerSession(Session):
     def next_stream_id(self) -> int:
         """The id to give the next ``open``."""
         return self.last_stream_id + 1
+
+    def restore(self, suspended: Suspended | None) -> list[ResumedStream]:
+        """Take over the streams of the connection ``hello.resume_token`` names; return the
+        ``welcome.streams`` that accept the resume (the streams both sides hold).
+
+        ``suspended`` is what the driver found for the token: None if the token is unknown,
+        already used, expired or from before a restart. A token that does not match raises
+        ``RemoteProtocolError`` with ``CloseCode.RESUME_REFUSED``: close with it.
+        """
+        hello = self.hello
+        if self.state is not SessionState.HANDSHAKE or hello is None or not hello.resumable:
+            raise LocalProtocolError("restore needs a resumable hello, before welcome")
+        if suspended is None or suspended.used or hello.resume_token != suspended.token:
+            raise RemoteProtocolError(
+                "hello.resume_token names nothing this broker can resume",
+                CloseCode.RESUME_REFUSED,
+            )
+        held = {h.stream: h for h in hello.streams}
+        offers = []
+        for stream_id, stream in sorted(suspended.streams.items()):
+            if stream_id in held:
+                resumed = offer(stream, held[stream_id])
+                problem = refusal(stream, held[stream_id], resumed)
+                if problem:
+                    raise RemoteProtocolError(problem)
+                offers.append(resumed)
+        self.suspended = suspended
+        return offers
 
     def acknowledge(self, stream_id: int, nbytes: int) -> bytes | None:
         """Record ``nbytes`` more delivered to the client; return a ``credit`` message when

@@ -79,3 +79,6 @@ class CloseCode(IntEnum):
     HANDSHAKE_TIMEOUT = 4000
     #: A newer connection with the same connector name replaced this one.
     REPLACED = 4001
+    #: The broker cannot resume what ``hello.resume_token`` names: the token is wrong,
+    #: already used, expired, or from before a broker restart. Reconnect without it.
+    RESUME_REFUSED = 4002

@@ -27,6 +27,7 @@ from remotellm_protocol.frames import (
     Credit,
     Data,
     End,
+    Ended,
     Frame,
     GoAway,
     Head,
@@ -145,6 +146,7 @@ RULES: Final[dict[type[Frame], Rule]] = {
     Credit: Rule(_B, event=_event(_E.CREDIT), check=check_credit, crosses_end=True),
     Cancel: Rule(_B, event=_event(_E.CANCEL), crosses_end=True),
     GoAway: Rule(None),
+    Ended: Rule(_B),
 }
 
 

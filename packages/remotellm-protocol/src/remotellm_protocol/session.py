@@ -33,11 +33,14 @@ from remotellm_protocol.frames import (
     Credit,
     Data,
     End,
+    Ended,
     Frame,
     GoAway,
     Head,
+    HeldStream,
     Hello,
     Open,
+    ResumedStream,
     Welcome,
 )
 from remotellm_protocol.limits import (
@@ -45,6 +48,7 @@ from remotellm_protocol.limits import (
     HELLO_MAX_FRAME_BYTES,
     MAX_STREAM_ID,
 )
+from remotellm_protocol.resume import Suspended, refusal, replay, replay_body, restore
 from remotellm_protocol.rules import (
     RESPONSE_STATUSES,
     RULES,
@@ -78,8 +82,20 @@ class Session:
     """One side of a relay connection; ``role`` says which. ``ConnectorSession`` and
     ``BrokerSession`` add what only one role needs."""
 
-    def __init__(self, role: Role) -> None:
+    def __init__(self, role: Role, resume: Suspended | None = None) -> None:
         self.role = role
+        #: The streams of a dropped connection this one resumes (``ConnectorSession``
+        #: takes them at once, ``BrokerSession.restore`` once ``hello`` names them).
+        self.suspended = resume
+        #: Both sides showed support for resumption (``hello.resumable`` and a
+        #: ``welcome.resume_token``): payloads are kept for a replay, ``ended`` is sent.
+        self.resumable = False
+        #: Streams whose ``end`` went by on a resumable connection and that ``ended`` has
+        #: not yet confirmed.
+        self.ended: dict[int, Stream] = {}
+        #: After a resume: ids of the suspended streams that did not continue.
+        self.resume_dropped: list[int] = []
+        self._replays: dict[int, list[Frame]] = {}
         self.state = SessionState.HANDSHAKE
         self.streams: dict[int, Stream] = {}
         self.last_stream_id = 0
@@ -137,7 +153,7 @@ class Session:
         if problem:
             raise error(problem)
         stream.transition(event)
-        self._apply_stream_frame(stream, frame)
+        self._apply_stream_frame(stream, frame, sending)
         if stream.state is StreamState.CLOSED:
             del self.streams[stream.id]
 
@@ -165,7 +181,7 @@ class Session:
     ) -> None:
         match frame:
             case Hello():
-                problem = check_hello(frame)
+                problem = check_hello(frame) or (sending and self._resuming_hello(frame))
                 if problem:
                     raise error(problem)
                 self.hello = frame
@@ -174,10 +190,18 @@ class Session:
                 problem = check_welcome(frame)
                 if problem:
                     raise error(problem)
+                plan = self._resume_plan(frame, error)
                 self.welcome = frame
                 self.state = SessionState.OPEN
                 self.max_frame_bytes = frame.max_frame_bytes
                 self.window = frame.initial_window
+                assert self.hello is not None
+                self.resumable = self.hello.resumable and frame.resume_token is not None
+                self._resume(plan)
+            case Ended():
+                if not self.resumable or frame.stream not in self.ended:
+                    raise error(f"ended for stream {frame.stream}, whose end awaits no ended")
+                del self.ended[frame.stream]
             case Open():
                 self._open(frame, sending, error)
             case GoAway():
@@ -200,17 +224,96 @@ class Session:
         if len(self.streams) >= self.max_streams:
             raise error(f"open exceeds the connector's limit of {self.max_streams} streams")
         self.last_stream_id = frame.stream
-        self.streams[frame.stream] = Stream(frame.stream, self.window, more_body=frame.more_body)
+        stream = Stream(frame.stream, self.window, more_body=frame.more_body)
+        stream.body = len(frame.body)
+        if sending and self.resumable:
+            stream.kept += frame.body
+        self.streams[frame.stream] = stream
 
-    def _apply_stream_frame(self, stream: Stream, frame: Frame) -> None:
+    def _apply_stream_frame(self, stream: Stream, frame: Frame, sending: bool) -> None:
+        keep = sending and self.resumable  # the sender keeps what it may have to replay
         match frame:
+            case Body():
+                stream.body += len(frame.chunk)
+                stream.body_done = frame.last
+                if keep:
+                    stream.kept += frame.chunk
+            case Head():  # the whole body came: it needs keeping no longer
+                stream.head_seen, stream.kept, stream.kept_from = True, bytearray(), 0
+                stream.head = frame if keep else None
+            case Data():
+                stream.sent += len(frame.chunk)
+                if keep:
+                    stream.kept += frame.chunk
             case Credit():
                 stream.credited = frame.delivered
                 stream.delivered = max(stream.delivered, frame.delivered)
-            case Data():
-                stream.sent += len(frame.chunk)
-            case _:
+                if stream.head_seen:
+                    del stream.kept[: frame.delivered - stream.kept_from]
+                    stream.kept_from = frame.delivered
+            case End():
+                stream.end = frame if keep else None
+                if self.resumable:
+                    self.ended[stream.id] = stream
+            case _:  # cancel: the stream's flag says it all
                 pass
+
+    # -- resumption (see ``resume``) -----------------------------------------------------------
+
+    def _resuming_hello(self, hello: Hello) -> str | None:
+        """Why the connector may not send this resuming ``hello``, or None."""
+        if hello.resume_token is None:
+            return None
+        if self.suspended is None or hello.resume_token != self.suspended.token:
+            return "hello.resume_token is not the token of the suspended streams"
+        if not hello.resumable or hello.streams != self.suspended.held():
+            return "a resuming hello is resumable and lists the suspended streams"
+        return None
+
+    def _resume_plan(
+        self, welcome: Welcome, error: type[ProtocolError]
+    ) -> list[tuple[Stream, HeldStream, ResumedStream]]:
+        """Check the resume ``welcome`` announces against both sides' streams; change
+        nothing. The streams that continue, with the two sides' offsets."""
+        assert self.hello is not None
+        if welcome.resume_token is not None and not self.hello.resumable:
+            raise error("welcome offers a resume token to a connector that cannot resume")
+        if not (self.hello.resumable and self.hello.resume_token is not None):
+            if welcome.streams:
+                raise error("welcome resumes streams, but hello resumed nothing")
+            return []
+        if self.suspended is None:
+            raise error("welcome to a resuming hello before restore(): restore or refuse it")
+        held = {h.stream: h for h in self.hello.streams}
+        plan: list[tuple[Stream, HeldStream, ResumedStream]] = []
+        for resumed in welcome.streams:
+            stream = self.suspended.streams.get(resumed.stream)
+            offer = held.pop(resumed.stream, None)
+            if stream is None or offer is None:
+                raise error(f"welcome resumes stream {resumed.stream}, not held on both sides")
+            problem = refusal(stream, offer, resumed)
+            if problem:
+                raise error(problem)
+            plan.append((stream, offer, resumed))
+        return plan
+
+    def _resume(self, plan: list[tuple[Stream, HeldStream, ResumedStream]]) -> None:
+        if self.suspended is None:
+            return
+        for stream, held, resumed in plan:
+            if self.role is Role.CONNECTOR:
+                before = stream.kept[resumed.received - stream.kept_from :]
+                frames = replay(stream, bytes(before), resumed, self.max_data_chunk)
+            else:
+                before = bytearray() if held.body_done else stream.kept[held.body :]
+                frames = replay_body(stream, bytes(before), stream.body_done and not held.body_done)
+            restore(stream, held, resumed)
+            self.streams[stream.id] = stream
+            self._replays[stream.id] = frames
+        self.resume_dropped = sorted(set(self.suspended.streams) - set(self.streams))
+        self.last_stream_id = self.suspended.last_stream_id
+        self.suspended.used = True
+        self.suspended = None
 
     def _encode(self, frame: Frame) -> bytes:
         data = encode(frame)
@@ -234,9 +337,28 @@ class Session:
         stream = self.streams.get(stream_id)
         return 0 if stream is None else max(stream.available, 0)
 
+    def replay(self, stream_id: int) -> list[Frame]:
+        """After a resume: the frames to send again on ``stream_id``, in order and before
+        anything new on it (each once: a second call returns [])."""
+        return self._replays.pop(stream_id, [])
+
+    def suspend(self) -> Suspended:
+        """The link dropped on a resumable connection: close the session like
+        ``connection_lost`` and return what the next connection needs to resume."""
+        if not self.resumable or self.welcome is None or self.welcome.resume_token is None:
+            raise LocalProtocolError("suspend on a connection that is not resumable")
+        kept = dict(self.streams) | {i: s for i, s in self.ended.items() if s.end is not None}
+        suspended = Suspended(
+            self.welcome.resume_token, self.welcome.resume_window_s, self.last_stream_id, kept
+        )
+        self.connection_lost()
+        return suspended
+
     def connection_lost(self) -> list[int]:
         """The connection is gone: close the session; return the ids of the streams lost."""
         lost = sorted(self.streams)
         self.streams.clear()
+        self.ended.clear()
+        self._replays.clear()
         self.state = SessionState.CLOSED
         return lost
