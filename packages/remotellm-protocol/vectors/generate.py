@@ -101,8 +101,9 @@ def valid() -> dict[str, tuple[str, Frame, bytes]]:
             ModelInfo(id="llama3", owned_by="meta", context_length=131072),
             ModelInfo(id="mistral", owned_by=None, context_length=None),
         ])),
-        "open-minimal": ("open with only its required fields", Open(
-            stream=1, correlation_id="c", method="GET", path="/v1/models",
+        "open-minimal": ("open with only its required fields (an embeddings request whose "
+                         "body fits open.body)", Open(
+            stream=1, correlation_id="c", method="POST", path="/v1/embeddings",
             principal=Principal(user_id="local:bob", key_id="k-2"),
         )),
         "open-full": ("open with every field: headers, deadline, a first body piece, more", Open(
@@ -219,6 +220,17 @@ def valid() -> dict[str, tuple[str, Frame, bytes]]:
                 b"\x83\xa1t\xa3end\xa6stream\x01\xa5error\x82\xa4code\x07"
                 b"\xabretry_after\xca\x3f\x00\x00\x00",
             ),
+            "data-unknown-field-with-int-keys": (
+                "inside an ignored unknown field any well-formed msgpack is skipped, maps with "
+                "non-string keys included",
+                data,
+                raw({"t": "data", "stream": 1, "chunk": b"x", "z": {1: {2.5: [None]}}}),
+            ),
+            "data-nested-maps-to-the-limit": (
+                "string-keyed maps nested so that the frame reaches 32 levels are accepted",
+                data,
+                _data_with(b"\x81\xa1k" * 31 + b"\x01"),
+            ),
             "data-nested-to-the-limit": (
                 "an unknown field nested so that the frame reaches 32 levels is accepted",
                 data,
@@ -324,7 +336,8 @@ def invalid() -> dict[str, tuple[str, bytes, int, int]]:
                                    _nested(31, b"\x90")),
         "nested-10000-levels": ("absurd nesting must be rejected, not overflow the stack",
                                 _nested(10_000)),
-        "nested-maps": ("maps count as levels too", unknown(b"\x81\x00" * 40 + b"\x01")),
+        "nested-maps": ("maps count as levels too (string keys, so only the depth is wrong)",
+                        unknown(b"\x81\xa1k" * 32 + b"\x01")),
     }  # fmt: skip
     out = {name: (why, blob, PROTOCOL_ERROR, DEFAULT_LIMIT) for name, (why, blob) in cases.items()}
     out["oversize"] = (
@@ -487,8 +500,17 @@ def sequences() -> dict[str, tuple[str, str, list[Step], str]]:
         "hello-without-streams": ("max_streams is at least 1", "broker",
                                   [("receive", Hello(name="a", version="1", max_streams=0))],
                                   "reject"),
-        "hello-without-name": ("a name is 1-128 printable characters", "broker",
+        "hello-without-name": ("a name is 1-64 characters", "broker",
                                [("receive", Hello(name="", version="1"))], "reject"),
+        "hello-name-too-long": ("a name is 1-64 characters (code points)", "broker",
+                                [("receive", Hello(name="é" * 65, version="1"))], "reject"),
+        "hello-name-with-space": ("no space, control, format or separator character in a name",
+                                  "broker", [("receive", Hello(name="gpu box", version="1"))],
+                                  "reject"),
+        "accept-hello-name-64-characters": ("64 code points of any letters, digits, marks, "
+                                            "punctuation or symbols", "broker",
+                                            [("receive", Hello(name="é" * 63 + "🚀",
+                                                               version="1"))], "accept"),
         "second-hello": ("hello comes once", "broker", _broker(("receive", HELLO)), "reject"),
         "open-from-connector": ("a connector never sends broker frames", "broker",
                                 _broker(("receive", open_(1))), "reject"),

@@ -16,6 +16,7 @@ they are:
   ``goaway``, can refuse it. No one may send ``open`` after their own ``goaway``.
 """
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -41,8 +42,9 @@ from remotellm_protocol.streams import Stream, StreamEvent
 
 __all__ = ["RESPONSE_STATUSES", "RULES", "Role", "Rule"]
 
-#: Longest connector name (``hello.name``): it shows up in logs, metrics and the portal.
-MAX_NAME_LENGTH = 128
+#: Longest connector name (``hello.name``), in code points: it shows up in logs, metrics,
+#: the portal and the connector's own config (the same rule everywhere).
+MAX_NAME_LENGTH = 64
 
 #: HTTP statuses a ``head`` may carry: final statuses whose response has a body. 1xx are
 #: interim (101 would switch the client's connection to another protocol) and 204, 205 and
@@ -153,9 +155,19 @@ RULES: Final[dict[type[Frame], Rule]] = {
 def check_hello(frame: Hello) -> str | None:
     if frame.max_streams < 1:
         return "hello.max_streams must be at least 1"
-    if not 0 < len(frame.name) <= MAX_NAME_LENGTH or not frame.name.isprintable():
-        return f"hello.name must be 1 to {MAX_NAME_LENGTH} printable characters"
+    if not 0 < len(frame.name) <= MAX_NAME_LENGTH or not is_printable_name(frame.name):
+        return (
+            f"hello.name must be 1 to {MAX_NAME_LENGTH} characters, none of them a control, "
+            "format or separator character (spaces included)"
+        )
     return None
+
+
+def is_printable_name(name: str) -> bool:
+    """No character of Unicode general category C (control, format, surrogate, private use,
+    unassigned) or Z (space, line and paragraph separators): what a log line, a metric label
+    and a YAML scalar all show as written."""
+    return all(unicodedata.category(c)[0] not in "CZ" for c in name)
 
 
 def check_welcome(frame: Welcome) -> str | None:
