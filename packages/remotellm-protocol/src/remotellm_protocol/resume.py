@@ -114,9 +114,10 @@ def replay(stream: Stream, before: bytes, resumed: ResumedStream, max_chunk: int
     return frames
 
 
-def replay_body(stream: Stream, before: bytes, had_last: bool) -> list[Frame]:
+def replay_body(stream: Stream, before: bytes, had_last: bool, max_chunk: int) -> list[Frame]:
     """The broker's ``body`` frames to send again from the connector's body offset."""
-    pieces = [before[i : i + BODY_CHUNK_BYTES] for i in range(0, len(before), BODY_CHUNK_BYTES)]
+    step = max(min(BODY_CHUNK_BYTES, max_chunk), 1)
+    pieces = [before[i : i + step] for i in range(0, len(before), step)]
     if had_last and not pieces:
         pieces = [b""]
     last = len(pieces) - 1

@@ -306,7 +306,8 @@ class Session:
                 frames = replay(stream, bytes(before), resumed, self.max_data_chunk)
             else:
                 before = bytearray() if held.body_done else stream.kept[held.body :]
-                frames = replay_body(stream, bytes(before), stream.body_done and not held.body_done)
+                had_last = stream.body_done and not held.body_done
+                frames = replay_body(stream, bytes(before), had_last, self.max_data_chunk)
             restore(stream, held, resumed)
             self.streams[stream.id] = stream
             self._replays[stream.id] = frames
