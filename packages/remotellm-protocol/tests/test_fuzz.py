@@ -113,7 +113,19 @@ plausible_frames: st.SearchStrategy[Frame] = st.one_of(
 def snapshot(session: Session) -> tuple[Any, ...]:
     """Everything a session knows, to prove a refused frame changed none of it."""
     streams = {
-        i: (s.state, s.cancelled, s.sent, s.delivered, s.credited, s.window)
+        i: (
+            s.state,
+            s.cancelled,
+            s.sent,
+            s.delivered,
+            s.credited,
+            s.window,
+            s.body,
+            s.body_done,
+            s.head_seen,
+            bytes(s.kept),
+            s.kept_from,
+        )
         for i, s in session.streams.items()
     }
     common = (
@@ -125,6 +137,8 @@ def snapshot(session: Session) -> tuple[Any, ...]:
         session.max_streams,
         session.local_goaway,
         session.remote_goaway,
+        session.resumable,
+        sorted(session.ended),
     )
     if isinstance(session, ConnectorSession):
         return (*common, session.hello_sent, session.session_id, session.heartbeat_s)
@@ -254,13 +268,16 @@ def stream_move(move: str, pair: SessionPair, stream: int, choice: int) -> tuple
     handshaken=st.sampled_from([True, True, True, False]),
     window=st.integers(1, 48),
     max_streams=st.integers(1, 3),
+    resumable=st.booleans(),
     data=st.data(),
 )
 def test_a_pair_fed_random_frames_stays_consistent(
-    handshaken: bool, window: int, max_streams: int, data: st.DataObject
+    handshaken: bool, window: int, max_streams: int, resumable: bool, data: st.DataObject
 ) -> None:
     pair = (
-        SessionPair.handshaken(window=window, max_streams=max_streams, max_frame_bytes=4096)
+        SessionPair.handshaken(
+            window=window, max_streams=max_streams, max_frame_bytes=4096, resumable=resumable
+        )
         if handshaken
         else SessionPair()
     )
