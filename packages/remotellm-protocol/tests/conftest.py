@@ -14,13 +14,16 @@ from remotellm_protocol import (
     Credit,
     Data,
     End,
+    Ended,
     GoAway,
     Head,
+    HeldStream,
     Hello,
     ModelInfo,
     Models,
     Open,
     Principal,
+    ResumedStream,
     StreamError,
     Usage,
     Welcome,
@@ -68,6 +71,20 @@ st.register_type_strategy(
     st.builds(StreamError, code=wire_ints, message=texts, retry_after=_maybe(floats)),
 )
 st.register_type_strategy(
+    HeldStream, st.builds(HeldStream, stream=wire_ints, body=wire_ints, body_done=st.booleans())
+)
+st.register_type_strategy(
+    ResumedStream,
+    st.builds(
+        ResumedStream,
+        stream=wire_ints,
+        received=wire_ints,
+        delivered=wire_ints,
+        head=st.booleans(),
+    ),
+)
+st.register_type_strategy(Ended, st.builds(Ended, stream=wire_ints))
+st.register_type_strategy(
     Hello,
     st.builds(
         Hello,
@@ -76,6 +93,8 @@ st.register_type_strategy(
         models=st.lists(st.from_type(ModelInfo), max_size=3),
         max_streams=wire_ints,
         resume_token=_maybe(texts),
+        resumable=st.booleans(),
+        streams=st.lists(st.from_type(HeldStream), max_size=3),
     ),
 )
 st.register_type_strategy(
@@ -86,6 +105,9 @@ st.register_type_strategy(
         max_frame_bytes=wire_ints,
         initial_window=wire_ints,
         heartbeat_s=floats,
+        resume_token=_maybe(texts),
+        resume_window_s=floats,
+        streams=st.lists(st.from_type(ResumedStream), max_size=3),
     ),
 )
 st.register_type_strategy(

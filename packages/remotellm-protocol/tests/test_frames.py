@@ -38,6 +38,7 @@ def test_frame_tags_are_the_wire_names_of_the_specification() -> None:
         "credit",
         "cancel",
         "goaway",
+        "ended",
     ]
 
 
@@ -106,8 +107,24 @@ def test_every_field_of_welcome_is_required() -> None:
 def test_field_names_are_stable() -> None:
     fields = {t.__name__: t.__struct_fields__ for t in FRAME_TYPES}
     assert fields == {
-        "Hello": ("name", "version", "models", "max_streams", "resume_token"),
-        "Welcome": ("session_id", "max_frame_bytes", "initial_window", "heartbeat_s"),
+        "Hello": (
+            "name",
+            "version",
+            "models",
+            "max_streams",
+            "resume_token",
+            "resumable",
+            "streams",
+        ),
+        "Welcome": (
+            "session_id",
+            "max_frame_bytes",
+            "initial_window",
+            "heartbeat_s",
+            "resume_token",
+            "resume_window_s",
+            "streams",
+        ),
         "Models": ("models",),
         "Open": (
             "stream",
@@ -127,6 +144,7 @@ def test_field_names_are_stable() -> None:
         "Credit": ("stream", "delivered"),
         "Cancel": ("stream", "reason"),
         "GoAway": ("reason",),
+        "Ended": ("stream",),
     }
 
 

@@ -131,12 +131,16 @@ def test_a_connector_cannot_offer_fewer_than_one_stream_and_may_then_try_again()
     assert (connector.hello_sent, connector.max_streams) == (True, 1)
 
 
-@pytest.mark.parametrize("name", ["", "x" * 129, "tab\there", "new\nline"])
-def test_a_connector_name_is_1_to_128_printable_characters(name: str) -> None:
+@pytest.mark.parametrize(
+    "name",
+    ["", "x" * 65, "tab\there", "new\nline", "two words", "nb\u00a0sp", "zero\u200bwidth"],
+)
+def test_a_connector_name_is_1_to_64_characters_without_controls_or_spaces(name: str) -> None:
     hello = Hello(name=name, version="1")
     assert "hello.name" in local_error(ConnectorSession(), hello)
     assert "hello.name" in remote_error(BrokerSession(), hello)
-    assert BrokerSession().receive(encode(Hello(name="é" * 128, version="1"))) is not None
+    for good in ("é" * 64, "lab-gpu_1.example", "模型-🚀"):
+        assert BrokerSession().receive(encode(Hello(name=good, version="1"))) is not None
 
 
 def test_a_connector_sends_hello_once() -> None:

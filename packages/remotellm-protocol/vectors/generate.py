@@ -24,15 +24,18 @@ from remotellm_protocol import (
     Credit,
     Data,
     End,
+    Ended,
     ErrorCode,
     Frame,
     GoAway,
     Head,
+    HeldStream,
     Hello,
     ModelInfo,
     Models,
     Open,
     Principal,
+    ResumedStream,
     StreamError,
     Usage,
     Welcome,
@@ -47,6 +50,9 @@ DEFAULT_LIMIT = 1024 * 1024
 PRINCIPAL = Principal(user_id="gitlab:42", key_id="k-1a2b", name="ada")
 HELLO = Hello(name="gpu-box", version="1.0.0", models=[ModelInfo(id="llama3")], max_streams=2)
 WELCOME = Welcome(session_id="s-1", max_frame_bytes=4096, initial_window=16, heartbeat_s=5.0)
+R_HELLO = Hello(name="gpu-box", version="1.3.0", max_streams=2, resumable=True)
+R_WELCOME = Welcome(session_id="s-1", max_frame_bytes=4096, initial_window=16, heartbeat_s=5.0,
+                    resume_token="rt-1", resume_window_s=30.0)  # fmt: skip
 
 
 def open_(stream: int, *, body: bytes = b"{}", more_body: bool = False) -> Open:
@@ -80,12 +86,7 @@ def valid() -> dict[str, tuple[str, Frame, bytes]]:
                 name="gpu-box",
                 version="1.2.3",
                 models=[
-                    ModelInfo(
-                        id="llama3:8b",
-                        owned_by="library",
-                        context_length=8192,
-                        endpoints=["/v1/chat/completions", "/v1/responses", "/v1/messages"],
-                    ),
+                    ModelInfo(id="llama3:8b", owned_by="library", context_length=8192),
                     ModelInfo(id="qwen2.5-coder"),
                 ],
                 max_streams=32,
@@ -100,15 +101,9 @@ def valid() -> dict[str, tuple[str, Frame, bytes]]:
             ModelInfo(id="llama3", owned_by="meta", context_length=131072),
             ModelInfo(id="mistral", owned_by=None, context_length=None),
         ])),
-        "models-unavailable": ("a model whose LLM server is down: known, not routable",
-                               Models(models=[ModelInfo(id="llama3", available=False)])),
-        "models-endpoints": ("a model whose server answers the Responses and Messages APIs",
-                             Models(models=[ModelInfo(id="qwen3", endpoints=[
-                                 "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
-                                 "/v1/responses", "/v1/messages", "/v1/messages/count_tokens",
-                             ])])),
-        "open-minimal": ("open with only its required fields", Open(
-            stream=1, correlation_id="c", method="GET", path="/v1/models",
+        "open-minimal": ("open with only its required fields (an embeddings request whose "
+                         "body fits open.body)", Open(
+            stream=1, correlation_id="c", method="POST", path="/v1/embeddings",
             principal=Principal(user_id="local:bob", key_id="k-2"),
         )),
         "open-full": ("open with every field: headers, deadline, a first body piece, more", Open(
@@ -155,6 +150,27 @@ def valid() -> dict[str, tuple[str, Frame, bytes]]:
                                   Cancel(stream=7, reason=42)),
         "goaway-empty": ("goaway without a reason", GoAway()),
         "goaway": ("goaway with a reason", GoAway(reason="broker restarting")),
+        "hello-resumable": ("a connector that can resume, on its first connection",
+                            Hello(name="gpu-box", version="1.3.0", resumable=True)),
+        "hello-resuming": ("a reconnect presenting the resume token and the streams it holds: "
+                           "stream 7 has 5 body bytes so far, stream 9 its whole body", Hello(
+            name="gpu-box", version="1.3.0", resumable=True, resume_token="rt-3b9f",
+            streams=[HeldStream(stream=7, body=5, body_done=False),
+                     HeldStream(stream=9, body=120, body_done=True)],
+        )),
+        "welcome-resumable": ("a broker that keeps streams for 30 s after a drop", Welcome(
+            session_id="s-5f2c", max_frame_bytes=1048576, initial_window=262144, heartbeat_s=5.0,
+            resume_token="rt-3b9f", resume_window_s=30.0,
+        )),
+        "welcome-resumed": ("accepting a resume: stream 7 still uploads; stream 9 continues at "
+                            "response byte 4096, 2048 of them delivered", Welcome(
+            session_id="s-61aa", max_frame_bytes=1048576, initial_window=262144, heartbeat_s=5.0,
+            resume_token="rt-8c01", resume_window_s=30.0,
+            streams=[ResumedStream(stream=7),
+                     ResumedStream(stream=9, received=4096, delivered=2048, head=True)],
+        )),
+        "ended": ("the broker has the end of stream 9 (resumable connections only)",
+                  Ended(stream=9)),
         "unicode": ("strings are UTF-8", Hello(name="Grüße-🚀", version="1", models=[
             ModelInfo(id="模型")
         ])),
@@ -180,20 +196,10 @@ def valid() -> dict[str, tuple[str, Frame, bytes]]:
                 b"\x83\xd9\x01t\xda\x00\x04data\xa6stream\xce\x00\x00\x00\x01"
                 b"\xa5chunk\xc6\x00\x00\x00\x01x",
             ),
-            "models-without-endpoints": (
-                "an older connector's model list (no endpoints field) still decodes",
-                Models(models=[ModelInfo(id="m")]),
-                raw({"t": "models", "models": [{"id": "m"}]}),
-            ),
             "hello-defaults-omitted": (
                 "fields with defaults may be left out",
                 Hello(name="a", version="0"),
                 raw({"t": "hello", "name": "a", "version": "0"}),
-            ),
-            "models-available-omitted": (
-                "a model without 'available' (an older connector) is available",
-                Models(models=[ModelInfo(id="llama3")]),
-                raw({"t": "models", "models": [{"id": "llama3"}]}),
             ),
             "welcome-int-heartbeat": (
                 "an int where a float is expected is accepted",
@@ -213,6 +219,17 @@ def valid() -> dict[str, tuple[str, Frame, bytes]]:
                 End(stream=1, error=StreamError(code=7, retry_after=0.5)),
                 b"\x83\xa1t\xa3end\xa6stream\x01\xa5error\x82\xa4code\x07"
                 b"\xabretry_after\xca\x3f\x00\x00\x00",
+            ),
+            "data-unknown-field-with-int-keys": (
+                "inside an ignored unknown field any well-formed msgpack is skipped, maps with "
+                "non-string keys included",
+                data,
+                raw({"t": "data", "stream": 1, "chunk": b"x", "z": {1: {2.5: [None]}}}),
+            ),
+            "data-nested-maps-to-the-limit": (
+                "string-keyed maps nested so that the frame reaches 32 levels are accepted",
+                data,
+                _data_with(b"\x81\xa1k" * 31 + b"\x01"),
             ),
             "data-nested-to-the-limit": (
                 "an unknown field nested so that the frame reaches 32 levels is accepted",
@@ -271,11 +288,6 @@ def invalid() -> dict[str, tuple[str, bytes, int, int]]:
                            raw({"t": "data", "stream": True, "chunk": b"x"})),
         "stream-as-float": ("floats are not ints",
                             raw({"t": "data", "stream": 1.0, "chunk": b"x"})),
-        "endpoints-not-a-list": ("a model's endpoints are a list of str",
-                                 raw({"t": "models", "models": [{"id": "m",
-                                                                 "endpoints": "/v1/messages"}]})),
-        "endpoint-not-a-str": ("each endpoint is a str",
-                               raw({"t": "models", "models": [{"id": "m", "endpoints": [1]}]})),
         "header-of-three": ("a header is exactly [name, value]",
                             raw({"t": "head", "stream": 1, "status": 200,
                                  "headers": [["a", "b", "c"]]})),
@@ -292,6 +304,15 @@ def invalid() -> dict[str, tuple[str, bytes, int, int]]:
                           raw({"t": "head", "stream": 1, "status": "200"})),
         "status-as-float": ("a head status is an int, never a float",
                             raw({"t": "head", "stream": 1, "status": 200.0})),
+        "ended-without-stream": ("ended names its stream", raw({"t": "ended"})),
+        "held-stream-body-as-str": ("resume offsets are ints", raw({
+            "t": "hello", "name": "a", "version": "1", "resumable": True, "resume_token": "t",
+            "streams": [{"stream": 1, "body": "5"}],
+        })),
+        "resumed-stream-head-as-int": ("flags are booleans, never ints", raw({
+            "t": "welcome", "session_id": "s", "max_frame_bytes": 4096, "initial_window": 16,
+            "heartbeat_s": 5.0, "streams": [{"stream": 1, "head": 1}],
+        })),
         "usage-as-list": ("usage is a map",
                           raw({"t": "end", "stream": 1, "usage": [1, 2, 3]})),
         "invalid-utf8-in-tag": ("a str must be valid UTF-8",
@@ -315,7 +336,8 @@ def invalid() -> dict[str, tuple[str, bytes, int, int]]:
                                    _nested(31, b"\x90")),
         "nested-10000-levels": ("absurd nesting must be rejected, not overflow the stack",
                                 _nested(10_000)),
-        "nested-maps": ("maps count as levels too", unknown(b"\x81\x00" * 40 + b"\x01")),
+        "nested-maps": ("maps count as levels too (string keys, so only the depth is wrong)",
+                        unknown(b"\x81\xa1k" * 32 + b"\x01")),
     }  # fmt: skip
     out = {name: (why, blob, PROTOCOL_ERROR, DEFAULT_LIMIT) for name, (why, blob) in cases.items()}
     out["oversize"] = (
@@ -441,14 +463,54 @@ def sequences() -> dict[str, tuple[str, str, list[Step], str]]:
             ("receive", Credit(stream=1, delivered=4)), ("send", Data(stream=1, chunk=b"y" * 4)),
             ("receive", Cancel(stream=1, reason=1)), ("send", CANCELLED),
         ), "accept"),
+        # resumption, within one connection (docs/protocol.md, "Resumption")
+        "accept-resumable-end-then-ended": ("on a resumable connection the broker confirms "
+                                            "each end with ended", "connector", [
+            ("send", R_HELLO), ("receive", R_WELCOME), ("receive", open_(1)), head,
+            ("send", Data(stream=1, chunk=b"x" * 16)), ("receive", Credit(stream=1, delivered=16)),
+            ("send", End(stream=1)), ("receive", Ended(stream=1)),
+        ], "accept"),
+        "ended-without-resumption": ("ended only on a resumable connection", "connector",
+                                     _connector(("receive", open_(1)), head,
+                                                ("send", End(stream=1)),
+                                                ("receive", Ended(stream=1))), "reject"),
+        "ended-for-live-stream": ("ended confirms an end that was sent", "connector", [
+            ("send", R_HELLO), ("receive", R_WELCOME), ("receive", open_(1)),
+            ("receive", Ended(stream=1)),
+        ], "reject"),
+        "ended-twice": ("an end is confirmed once", "connector", [
+            ("send", R_HELLO), ("receive", R_WELCOME), ("receive", open_(1)), head,
+            ("send", End(stream=1)), ("receive", Ended(stream=1)), ("receive", Ended(stream=1)),
+        ], "reject"),
+        "welcome-token-unasked": ("a resume token only for a hello that is resumable",
+                                  "connector", [("send", HELLO), ("receive", R_WELCOME)],
+                                  "reject"),
+        "welcome-resumes-unasked": ("welcome.streams only answer a hello with a resume token",
+                                    "connector", [("send", R_HELLO), ("receive", Welcome(
+            session_id="s-1", max_frame_bytes=4096, initial_window=16, heartbeat_s=5.0,
+            resume_token="rt-1", streams=[ResumedStream(stream=1)],
+        ))], "reject"),
+        "ended-from-connector": ("ended is the broker's", "broker", [
+            ("receive", R_HELLO), ("send", R_WELCOME), *_streaming(), ("receive", End(stream=1)),
+            ("receive", Ended(stream=1)),
+        ], "reject"),
         # the broker's session receives something wrong from a connector
         "models-before-hello": ("hello is the connector's first frame", "broker",
                                 [("receive", Models(models=[]))], "reject"),
         "hello-without-streams": ("max_streams is at least 1", "broker",
                                   [("receive", Hello(name="a", version="1", max_streams=0))],
                                   "reject"),
-        "hello-without-name": ("a name is 1-128 printable characters", "broker",
+        "hello-without-name": ("a name is 1-64 characters", "broker",
                                [("receive", Hello(name="", version="1"))], "reject"),
+        "hello-name-too-long": ("a name is 1-64 characters (code points)", "broker",
+                                [("receive", Hello(name="é" * 65, version="1"))], "reject"),
+        "hello-name-with-space": ("no space, control, format or separator character in a name",
+                                  "broker", [("receive", Hello(name="gpu box", version="1"))],
+                                  "reject"),
+        "accept-hello-name-64-characters": ("64 code points of any letters, digits, marks, "
+                                            "punctuation or symbols", "broker",
+                                            [("receive", Hello(name="é" * 63 + "🚀",
+                                                               version="1"))], "accept"),
         "second-hello": ("hello comes once", "broker", _broker(("receive", HELLO)), "reject"),
         "open-from-connector": ("a connector never sends broker frames", "broker",
                                 _broker(("receive", open_(1))), "reject"),
@@ -482,9 +544,8 @@ def sequences() -> dict[str, tuple[str, str, list[Step], str]]:
         "head-not-modified": ("304 carries no body", "broker", _broker(
             ("send", open_(1)), ("receive", Head(stream=1, status=304)),
         ), "reject"),
-        "accept-head-statuses-with-a-body": ("206 and 429 carry a body, like every status "
-                                             "of 200-599 but 204, 205 and 304", "broker",
-                                             _broker(
+        "accept-head-statuses-with-a-body": ("206 and 429 carry a body, like every status of "
+                                             "200-599 but 204, 205 and 304", "broker", _broker(
             *[("send", open_(i)) for i in (1, 2)],
             ("receive", Head(stream=1, status=206)), ("receive", Head(stream=2, status=429)),
         ), "accept"),

@@ -84,3 +84,6 @@ class CloseCode(IntEnum):
     NAME_TAKEN = 4002
     #: The connector token was revoked.
     TOKEN_REVOKED = 4003
+    #: The broker cannot resume what ``hello.resume_token`` names: the token is wrong,
+    #: already used, expired, or from before a broker restart. Reconnect without it.
+    RESUME_REFUSED = 4004

@@ -22,14 +22,17 @@ __all__ = [
     "Credit",
     "Data",
     "End",
+    "Ended",
     "Frame",
     "GoAway",
     "Head",
+    "HeldStream",
     "Hello",
     "ModelInfo",
     "Models",
     "Open",
     "Principal",
+    "ResumedStream",
     "StreamError",
     "Usage",
     "Welcome",
@@ -86,6 +89,29 @@ class StreamError(_Value, frozen=True, kw_only=True):
     retry_after: float | None = None
 
 
+class HeldStream(_Value, frozen=True, kw_only=True):
+    """In a resuming ``hello``: a stream the connector still holds, and how much of its
+    request body it has received (``open.body`` included)."""
+
+    stream: int
+    body: int = 0
+    #: The connector has the whole request body (it saw the last piece).
+    body_done: bool = True
+
+
+class ResumedStream(_Value, frozen=True, kw_only=True):
+    """In the ``welcome`` that accepts a resume: a stream that continues, with the broker's
+    offsets of its response."""
+
+    stream: int
+    #: Response bytes the broker has received: the connector replays from this offset.
+    received: int = 0
+    #: Response bytes the broker has delivered; counts as a ``credit`` (``<= received``).
+    delivered: int = 0
+    #: The broker has the stream's ``head`` (else the connector sends it again).
+    head: bool = False
+
+
 class _Frame(msgspec.Struct, frozen=True, kw_only=True, tag_field="t"):
     """Base of every frame; subclasses set an explicit, stable tag."""
 
@@ -97,7 +123,12 @@ class Hello(_Frame, frozen=True, kw_only=True, tag="hello"):
     version: str
     models: list[ModelInfo] = msgspec.field(default_factory=list)
     max_streams: int = 16
+    #: The resume token of the previous connection's ``welcome``: this connection resumes it.
     resume_token: str | None = None
+    #: The connector can resume its streams after a reconnect (docs/protocol.md, Resumption).
+    resumable: bool = False
+    #: With ``resume_token``: every stream the connector still holds.
+    streams: list[HeldStream] = msgspec.field(default_factory=list)
 
 
 class Welcome(_Frame, frozen=True, kw_only=True, tag="welcome"):
@@ -107,6 +138,12 @@ class Welcome(_Frame, frozen=True, kw_only=True, tag="welcome"):
     max_frame_bytes: int
     initial_window: int
     heartbeat_s: float
+    #: Present only to a ``resumable`` connector: the token its next ``hello`` presents to
+    #: resume this connection's streams, valid for ``resume_window_s`` after the link drops.
+    resume_token: str | None = None
+    resume_window_s: float = 0.0
+    #: Answering a resuming ``hello``: the streams that continue (all others are lost).
+    streams: list[ResumedStream] = msgspec.field(default_factory=list)
 
 
 class Models(_Frame, frozen=True, kw_only=True, tag="models"):
@@ -176,13 +213,35 @@ class Cancel(_Frame, frozen=True, kw_only=True, tag="cancel"):
     reason: int
 
 
+class Ended(_Frame, frozen=True, kw_only=True, tag="ended"):
+    """B→C, only on a resumable connection: the broker has the stream's ``end``, so the
+    connector may forget what it kept to replay it."""
+
+    stream: int
+
+
 class GoAway(_Frame, frozen=True, kw_only=True, tag="goaway"):
     """Either way: the sender takes no new streams; in-flight streams finish."""
 
     reason: str = ""
 
 
-Frame = Hello | Welcome | Models | Open | Body | Head | Data | End | Credit | Cancel | GoAway
+Frame = (
+    Hello | Welcome | Models | Open | Body | Head | Data | End | Credit | Cancel | GoAway | Ended
+)
 
 #: Every frame type, in tag order of the specification.
-FRAME_TYPES: Final = (Hello, Welcome, Models, Open, Body, Head, Data, End, Credit, Cancel, GoAway)
+FRAME_TYPES: Final = (
+    Hello,
+    Welcome,
+    Models,
+    Open,
+    Body,
+    Head,
+    Data,
+    End,
+    Credit,
+    Cancel,
+    GoAway,
+    Ended,
+)

@@ -4,6 +4,7 @@ __all__ = [
     "BODY_CHUNK_BYTES",
     "DEFAULT_HEARTBEAT_S",
     "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_RESUME_WINDOW_S",
     "DEFAULT_STREAM_WINDOW",
     "HELLO_MAX_FRAME_BYTES",
     "MAX_NESTING_DEPTH",
@@ -41,6 +42,11 @@ MAX_REQUEST_BODY_BYTES = 16 * 1024 * 1024
 
 #: WebSocket ping period the broker suggests in ``welcome``.
 DEFAULT_HEARTBEAT_S = 5.0
+
+#: How long the reference broker keeps a dropped connection's streams for a resume
+#: (``welcome.resume_window_s``): longer than a Wi-Fi roam or a NAT rebinding, and than the
+#: 15 s a connector takes to notice a silently dead link.
+DEFAULT_RESUME_WINDOW_S = 30.0
 
 #: Largest stream id: ids are positive and fit a signed 64-bit integer in every language.
 MAX_STREAM_ID = 2**63 - 1

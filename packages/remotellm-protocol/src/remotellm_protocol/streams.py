@@ -22,6 +22,8 @@ cumulative and never moves backwards or past ``sent``.
 from enum import Enum, auto
 from typing import Final
 
+from remotellm_protocol.frames import End, Head
+
 __all__ = ["Stream", "StreamEvent", "StreamState"]
 
 
@@ -66,13 +68,40 @@ TRANSITIONS: Final[dict[tuple[StreamState, StreamEvent], StreamState]] = {
 class Stream:
     """State and credit of one stream, as one side of the connection sees it."""
 
-    __slots__ = ("cancelled", "credited", "delivered", "id", "sent", "state", "window")
+    __slots__ = (
+        "body",
+        "body_done",
+        "cancelled",
+        "credited",
+        "delivered",
+        "end",
+        "head",
+        "head_seen",
+        "id",
+        "kept",
+        "kept_from",
+        "sent",
+        "state",
+        "window",
+    )
 
     def __init__(self, stream_id: int, window: int, *, more_body: bool) -> None:
         self.id = stream_id
         self.window = window
         self.state = _S.SENDING_BODY if more_body else _S.AWAITING_HEAD
         self.cancelled = False
+        #: Request-body bytes sent in ``open`` and ``body`` frames; all of them came.
+        self.body = 0
+        self.body_done = not more_body
+        #: The stream's ``head`` has gone by.
+        self.head_seen = False
+        # What a side keeps on a resumable connection to replay after a resume (the
+        # ``head`` and ``end`` it sent; the payload bytes from offset ``kept_from`` on that
+        # the peer has not acknowledged): see ``resume``.
+        self.head: Head | None = None
+        self.end: End | None = None
+        self.kept = bytearray()
+        self.kept_from = 0
         #: Response bytes the connector has sent in ``data`` frames.
         self.sent = 0
         #: Response bytes the broker has delivered to its client (what it counts locally).
@@ -80,18 +109,22 @@ class Stream:
         #: The highest ``delivered`` value announced in a ``credit`` frame.
         self.credited = 0
 
-    def transition(self, event: StreamEvent) -> str | None:
-        """Apply ``event``; return why it is illegal instead, leaving the state unchanged."""
+    def refusal(self, event: StreamEvent) -> str | None:
+        """Why ``event`` is illegal now, or None if ``transition`` may apply it."""
         if event is _E.CANCEL and self.cancelled:
             return f"stream {self.id} cancelled twice"
-        nxt = TRANSITIONS.get((self.state, event))
-        if nxt is None:
+        if (self.state, event) not in TRANSITIONS:
             name = event.name.lower()
             return f"{name} not allowed on stream {self.id} in state {self.state.name}"
-        self.state = nxt
-        if event is _E.CANCEL:
-            self.cancelled = True
         return None
+
+    def transition(self, event: StreamEvent) -> str | None:
+        """Apply ``event``; return why it is illegal instead, leaving the state unchanged."""
+        problem = self.refusal(event)
+        if problem is None:
+            self.state = TRANSITIONS[(self.state, event)]
+            self.cancelled = self.cancelled or event is _E.CANCEL
+        return problem
 
     @property
     def available(self) -> int:

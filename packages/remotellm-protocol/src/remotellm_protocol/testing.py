@@ -17,12 +17,22 @@ from pathlib import Path
 
 from remotellm_protocol.broker_session import BrokerSession
 from remotellm_protocol.connector_session import ConnectorSession
-from remotellm_protocol.frames import Frame, Hello, ModelInfo, Open, Principal, Welcome
+from remotellm_protocol.frames import (
+    Frame,
+    Hello,
+    ModelInfo,
+    Open,
+    Principal,
+    ResumedStream,
+    Welcome,
+)
 from remotellm_protocol.limits import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_RESUME_WINDOW_S,
     DEFAULT_STREAM_WINDOW,
 )
+from remotellm_protocol.resume import Suspended
 
 __all__ = ["TEST_PRINCIPAL", "SessionPair", "vectors_path"]
 
@@ -38,6 +48,7 @@ class SessionPair:
         self.broker = BrokerSession()
         #: Every frame delivered, in order, as ``(sender, frame)``.
         self.log: list[tuple[str, Frame]] = []
+        self._tokens = 0
 
     @classmethod
     def handshaken(
@@ -47,21 +58,85 @@ class SessionPair:
         max_streams: int = 16,
         window: int = DEFAULT_STREAM_WINDOW,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        resumable: bool = False,
     ) -> "SessionPair":
-        """A pair that has already exchanged ``hello`` and ``welcome``."""
+        """A pair that has already exchanged ``hello`` and ``welcome``; ``resumable``: both
+        sides support resumption (see ``resume``)."""
         pair = cls()
         pair.connector_sends(
-            Hello(name="test", version="0", models=list(models), max_streams=max_streams)
-        )
-        pair.broker_sends(
-            Welcome(
-                session_id="s-test",
-                max_frame_bytes=max_frame_bytes,
-                initial_window=window,
-                heartbeat_s=DEFAULT_HEARTBEAT_S,
+            Hello(
+                name="test",
+                version="0",
+                models=list(models),
+                max_streams=max_streams,
+                resumable=resumable,
             )
         )
+        pair.broker_sends(pair._welcome(max_frame_bytes, window, resumable=resumable))
         return pair
+
+    def resume(
+        self, *, broker_side: Suspended | bool | None = True, max_frame_bytes: int | None = None
+    ) -> "SessionPair":
+        """The link drops and the connector reconnects: a new pair that resumes this one's
+        streams (``hello`` with the resume token, ``welcome`` with the offsets).
+
+        Frames sent with ``connector.send``/``broker.send`` alone were lost in flight.
+        ``broker_side``: what the broker found for the token (True: this pair's broker's
+        streams; None: nothing, as after a broker restart, which raises the
+        ``RemoteProtocolError`` with ``RESUME_REFUSED`` the broker closes with).
+        """
+        held = self.connector.suspend()
+        kept = self.broker.suspend()
+        found = kept if broker_side is True else broker_side or None
+        pair = SessionPair()
+        pair.connector = ConnectorSession(resume=held)
+        pair.log = self.log
+        pair.connector_sends(
+            Hello(
+                name="test",
+                version="0",
+                max_streams=self.connector.max_streams,
+                resumable=True,
+                resume_token=held.token,
+                streams=held.held(),
+            )
+        )
+        streams = pair.broker.restore(found)
+        frame_limit = max_frame_bytes or self.broker.max_frame_bytes
+        pair.broker_sends(
+            pair._welcome(frame_limit, self.broker.window, resumable=True, streams=streams)
+        )
+        return pair
+
+    def replay(self) -> None:
+        """Send both sides' replay frames after ``resume``: the broker's request bodies,
+        then the connector's heads, responses and ends."""
+        for stream in sorted(self.broker.streams):
+            for frame in self.broker.replay(stream):
+                self.broker_sends(frame)
+        for stream in sorted(self.connector.streams):
+            for frame in self.connector.replay(stream):
+                self.connector_sends(frame)
+
+    def _welcome(
+        self,
+        max_frame_bytes: int,
+        window: int,
+        *,
+        resumable: bool,
+        streams: Sequence[ResumedStream] = (),
+    ) -> Welcome:
+        self._tokens += 1
+        return Welcome(
+            session_id=f"s-test-{self._tokens}",
+            max_frame_bytes=max_frame_bytes,
+            initial_window=window,
+            heartbeat_s=DEFAULT_HEARTBEAT_S,
+            resume_token=f"r-test-{self._tokens}" if resumable else None,
+            resume_window_s=DEFAULT_RESUME_WINDOW_S if resumable else 0.0,
+            streams=list(streams),
+        )
 
     def connector_sends(self, frame: Frame) -> Frame:
         """Send ``frame`` from the connector; return it as the broker received it."""
