@@ -43,7 +43,7 @@ async def listing(broker: BrokerProcess, key: str) -> dict[str, bool]:
 
 def connections(broker: BrokerProcess) -> int:
     """How many connector connections the broker logged (its JSON log on stderr)."""
-    return broker.proc.stderr.read_text(errors="replace").count('"connector connected"')
+    return broker.proc.stderr.read_text(errors="replace").count('"connector_connected"')
 
 
 async def test_a_dead_llm_keeps_its_model_known_503_then_back_within_two_seconds(
