@@ -134,7 +134,7 @@ async def test_a_paused_socket_refuses_direct_writes_until_drained() -> None:
             write = direct_writer(request, resp)
             assert write is not None
             accepted = 0
-            while accepted < 4096 and write(chunk):  # bounded (256 MiB): ends on pause
+            while accepted < 1024 and write(chunk):  # bounded (64 MiB): ends on pause
                 accepted += 1
             outcome["paused"] = request.protocol.writing_paused
             outcome["accepted"] = accepted

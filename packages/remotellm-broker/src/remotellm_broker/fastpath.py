@@ -9,11 +9,12 @@ changes any of it (``pyproject.toml`` bounds aiohttp below the next minor releas
 
 Preconditions (what aiohttp does and what ``direct_writer`` assumes):
 
-1. **The headers are on the wire after the first body write.** ``prepare()`` only buffers
-   the status line and headers; aiohttp sends them together with the first ``write()`` of a
-   body chunk. A direct writer is therefore made only after the request handler's own first
-   ``await resp.write(chunk)`` of a non-empty chunk (``forward``): bytes written to the
-   transport after that land behind the headers, never before them.
+1. **The headers are on the wire after the first body write.** A ``StreamResponse``'s
+   ``prepare()`` writes the status line and headers at once (aiohttp 3.14); a
+   ``web.Response`` buffers them until its first body write, and so would a release that
+   extended that to streams. A direct writer is therefore made only after the request
+   handler's own first ``await resp.write(chunk)`` of a non-empty chunk (``forward``): in
+   either case bytes written to the transport after that land behind the headers.
 2. **aiohttp holds no body bytes of its own.** True for an uncompressed response whose
    length aiohttp does not count: a compressed response or one with ``Content-Length`` gets
    no direct writer. After a direct write aiohttp's own counters (``body_length``) are
