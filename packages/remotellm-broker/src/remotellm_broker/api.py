@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from remotellm_broker.bodies import parse_body
+from remotellm_broker.credentials import MAX_API_KEY_CHARS, api_key, plausible
 from remotellm_broker.exchange import Exchange, request_id_for
 from remotellm_broker.forward import relay_request
 from remotellm_broker.intake import CLOSES, HeldBody, answer_and_close, read_body
@@ -59,7 +60,6 @@ SURFACE_PATHS: dict[str, Surface] = {
     "/v1/messages": ANTHROPIC,
     "/v1/messages/count_tokens": ANTHROPIC,
 }
-_MAX_KEY_LENGTH = 256
 
 RouteHandler = Callable[[web.Request, Exchange], Awaitable[web.StreamResponse]]
 #: The ids the connector relays too (it refuses anything else on these paths).
@@ -137,20 +137,15 @@ def _finish(state: BrokerState, ex: Exchange) -> None:
 
 
 def _authenticate(request: web.Request, state: BrokerState, ex: Exchange) -> KeyIdentity:
-    auth = request.headers.get("Authorization")
-    if auth is not None:
-        scheme, _, key = auth.partition(" ")
-        key = key.strip() if scheme.lower() == "bearer" else ""
-    else:  # Azure-style clients send api-key, Anthropic's send x-api-key
-        key = (request.headers.get("x-api-key") or request.headers.get("api-key") or "").strip()
-    if auth is None and not key:
+    key = api_key(request.headers)
+    if key is None:
         raise OpenAIError(
             401,
             "You didn't provide an API key. Send it in an Authorization header using Bearer "
             "auth (Authorization: Bearer YOUR_KEY) or in an x-api-key or api-key header.",
         )
     identity = None
-    if key and len(key) <= _MAX_KEY_LENGTH and key.isascii() and key.isprintable():
+    if plausible(key, MAX_API_KEY_CHARS):
         identity = state.store.authenticate(key)
     if identity is None:
         raise OpenAIError(401, "Incorrect API key provided.", code="invalid_api_key")

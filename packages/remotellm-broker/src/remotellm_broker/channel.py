@@ -6,7 +6,8 @@ Besides frames, a channel carries markers: the connection was ``LOST``, the brok
 the request (user blocked, deadline, shutdown), or a keep-alive ``TICK`` fell due.
 
 The hot path skips the queue: once a response is flowing, its request handler installs a
-``sink`` (a plain function that writes to the client's socket) and the link hands each
+``sink`` (a plain function that writes to the client's socket: ``fastpath``, whose
+aiohttp preconditions are written down there) and the link hands each
 ``data`` chunk to ``offer``, which stages it; the link flushes every staged channel once per
 batch of frames read (one ``call_soon`` per batch, no timer), so all chunks of a stream that
 arrived together leave in one write, without waking the handler's task at all. Whatever the

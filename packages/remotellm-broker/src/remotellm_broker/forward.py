@@ -40,6 +40,7 @@ from remotellm_broker.acquire import acquire_slot
 from remotellm_broker.announce import checked_usage
 from remotellm_broker.channel import TICK, Broken, Channel, Cut, Item, Lost, Tick
 from remotellm_broker.exchange import Exchange
+from remotellm_broker.fastpath import direct_writer
 from remotellm_broker.framing import client_headers, is_response_status
 from remotellm_broker.intake import HeldBody
 from remotellm_broker.link import ConnectorLink, LinkGone
@@ -270,25 +271,21 @@ class _Relay:
         self, resp: web.StreamResponse, link: ConnectorLink, stream_id: int
     ) -> Callable[[bytes], bool] | None:
         """The hot path once the response flows: a function the link calls with the chunks
-        of one batch, writing them to the client's socket in one call (HTTP/1.1 chunked
-        framing done here, as aiohttp would) and granting credit, without waking this
-        request's task. None when the response is not a plain byte stream we can frame."""
-        transport, protocol = self.request.transport, self.request.protocol
-        encoding = resp.headers.get("Transfer-Encoding", "").lower()
-        if transport is None or resp.compression or "Content-Length" in resp.headers:
+        of one batch, writing them to the client's socket in one call (``fastpath``, whose
+        preconditions hold here: ``resp`` had its first chunk written by this task) and
+        granting credit, without waking this request's task. None when the response is not
+        a plain byte stream we can frame."""
+        write = direct_writer(self.request, resp)
+        if write is None:
             return None
-        if encoding not in ("", "chunked"):
-            return None
-        chunked = encoding == "chunked"
         ex = self.ex
         acknowledge = link.acknowledge
         relay = self
 
         def sink(chunk: bytes) -> bool:
-            if protocol.writing_paused or transport.is_closing():
+            if not write(chunk):
                 return False  # the task writes it, waiting for the client to catch up
             size = len(chunk)
-            transport.write(b"%x\r\n%b\r\n" % (size, chunk) if chunked else chunk)
             ex.nbytes += size
             relay.tail = chunk[-4:]
             acknowledge(stream_id, size)

@@ -26,6 +26,7 @@ import uuid
 import msgspec
 from aiohttp import WSMsgType, web
 
+from remotellm_broker.credentials import bearer_token
 from remotellm_broker.link import ConnectorLink
 from remotellm_broker.logs import get_logger
 from remotellm_broker.openai_errors import OpenAIError
@@ -51,16 +52,10 @@ _MAX_NAME = 128
 _CLOSE_TIMEOUT_S = 2.0
 
 
-def _bearer(request: web.Request) -> str | None:
-    value = request.headers.get("Authorization", "")
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else None
-
-
 async def relay_endpoint(request: web.Request) -> web.StreamResponse:
     """Accept one connector connection and serve it until it closes."""
     state = request.app[BROKER]
-    token = _bearer(request)
+    token = bearer_token(request.headers.get("Authorization"))
     token_name = state.connector_token_name(token)
     if token is None or token_name is None:
         raise OpenAIError(401, "Invalid or missing connector token.", code="invalid_token")

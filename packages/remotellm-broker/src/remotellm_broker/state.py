@@ -18,6 +18,7 @@ from aiohttp import web
 
 from remotellm_broker.announce import Announcements
 from remotellm_broker.config import BrokerSettings
+from remotellm_broker.credentials import plausible
 from remotellm_broker.exchange import Exchange
 from remotellm_broker.intake import BodyBudget
 from remotellm_broker.link import ConnectorLink
@@ -81,7 +82,7 @@ class BrokerState:
 
     def connector_token_name(self, token: str | None) -> str | None:
         """The name of a valid connector token (users.yaml or the environment), or None."""
-        if not token or not token.isascii() or not token.isprintable():
+        if token is None or not plausible(token):
             return None
         return self.store.check_connector_token(token)
 

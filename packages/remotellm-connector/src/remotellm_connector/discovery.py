@@ -300,12 +300,3 @@ class ModelWatcher:
             self._changed.clear()
             await self._changed.wait()
         return self.version
-
-    async def run(self) -> None:
-        """Re-read the list when due (see ``wait_next``), forever."""
-        while True:
-            await self.wait_next()
-            try:
-                await self.refresh()
-            except Exception:  # never let discovery kill the daemon
-                log.exception("model_refresh_failed")

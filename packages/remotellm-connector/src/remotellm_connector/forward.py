@@ -26,6 +26,7 @@ from remotellm_connector.splice import with_include_usage
 from remotellm_protocol import Open
 
 __all__ = [
+    "HOP_BY_HOP",
     "ROUTES",
     "RequestRefused",
     "UpstreamRequest",
@@ -53,19 +54,25 @@ _RESPONSE_ID_ROUTES: Final = {
 }
 _STREAMING_ROUTES: Final = frozenset({"/v1/chat/completions", "/v1/completions"})
 
-#: Request headers never sent to the LLM: hop-by-hop (RFC 9110 7.6.1), framing the client
-#: library recomputes, and credentials (the LLM key, if any, is the connector's own).
-DROP_REQUEST_HEADERS: Final = frozenset(
+#: The hop-by-hop headers (RFC 9110 7.6.1, and the older ones of RFC 2616 13.5.1): never
+#: relayed in either direction. The one list of them in the connector.
+HOP_BY_HOP: Final = frozenset(
     {
         "connection",
         "keep-alive",
         "proxy-connection",
         "proxy-authenticate",
-        "proxy-authorization",
         "te",
         "trailer",
         "transfer-encoding",
         "upgrade",
+    }
+)
+#: Request headers never sent to the LLM: hop-by-hop, framing the client library
+#: recomputes, and credentials (the LLM key, if any, is the connector's own).
+DROP_REQUEST_HEADERS: Final = HOP_BY_HOP | frozenset(
+    {
+        "proxy-authorization",
         "host",
         "content-length",
         "accept-encoding",

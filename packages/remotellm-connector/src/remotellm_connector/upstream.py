@@ -26,23 +26,15 @@ from remotellm_connector.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from remotellm_connector.forward import UpstreamRequest, UsageMode
+from remotellm_connector.forward import HOP_BY_HOP, UpstreamRequest, UsageMode
 
 __all__ = ["Upstream", "UpstreamResponse"]
 
 log = structlog.get_logger("remotellm_connector.upstream")
 
 #: Response headers not relayed: hop-by-hop, framing the broker redoes, and cookies.
-DROP_RESPONSE_HEADERS: Final = frozenset(
+DROP_RESPONSE_HEADERS: Final = HOP_BY_HOP | frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
         "content-length",
         "content-encoding",
         "set-cookie",
