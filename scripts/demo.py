@@ -33,6 +33,9 @@ def free_port(preferred: int | None = None) -> int:
     candidates = [preferred] if preferred else []
     for port in [*candidates, 0]:
         with socket.socket() as s:
+            # As the servers bind (aiohttp sets SO_REUSEADDR): the last run's connections in
+            # TIME_WAIT must not push a rerun right after Ctrl-C off the preferred port.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:

@@ -8,11 +8,14 @@ machine with another token, and a revoked token's connector is shut out at once.
 from __future__ import annotations
 
 import asyncio
+import io
 
 from conftest import DEMO_MODEL, Relay, wait_models
 from harness.stack import BrokerHandle, inprocess_connector
 from harness.waits import wait_for
 from remotellm_broker.app import BROKER
+from remotellm_connector.check import run_check
+from remotellm_connector.config import load_settings
 from remotellm_connector.demo_llm import DemoLLMConfig, serve_demo_llm
 
 
@@ -60,3 +63,24 @@ async def test_revoking_a_token_shuts_its_real_connector_out(broker: BrokerHandl
             broker.store.revoke_connector_token("lab")
             await wait_for(lambda: not lab.relay_up, 2.0, what="the revoked link to close")
             await wait_models(relay, set())
+
+
+async def test_check_before_and_during_run_with_the_real_broker(broker: BrokerHandle) -> None:
+    """The owner's path in the quickstart: `check`, then `run`, then `check` again. The check's
+    probe hello (`<name>-check`, no models) once bound the token to that name, so `run` was
+    refused with 4002 and every later check failed."""
+    key = broker.add_user("cid")
+    async with serve_demo_llm(DemoLLMConfig(models=(DEMO_MODEL,))) as llm:
+        token = broker.connector_token("lab-token")
+        settings = load_settings(
+            None,
+            {"REMOTELLM_CONNECTOR_TOKEN": token},
+            {"broker_url": broker.relay_url, "llm_url": llm.url, "name": "gpu", "health_port": 0},
+        )
+        before = io.StringIO()
+        assert await run_check(settings, out=before) == 0, before.getvalue()
+        async with inprocess_connector(broker.relay_url, token, llm.url, name="gpu") as gpu:
+            await wait_models(Relay(broker, gpu, key, llm.url), {DEMO_MODEL})
+            during = io.StringIO()
+            assert await run_check(settings, out=during) == 0, during.getvalue()
+            assert gpu.relay_up

@@ -14,6 +14,7 @@ import asyncio
 import os
 import re
 import shlex
+import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -159,3 +160,23 @@ async def test_the_readme_run_command_streams_a_reply(tmp_path: Path) -> None:
     reply = re.search(r"\* streamed reply: '(.+)'", output)
     assert reply is not None, output[-3000:]
     assert reply.group(1).startswith("tok0-")
+
+
+def test_a_rerun_of_the_demo_gets_its_port_back_while_old_connections_linger() -> None:
+    """Rerunning ``hatch run demo:up`` right after Ctrl-C moved the broker off port 8000: the
+    last run's connections in TIME_WAIT made the port look taken to ``free_port``."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import demo
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the server closes first: its side waits in TIME_WAIT
+            assert client.recv(1) == b""
+    assert demo.free_port(port) == port

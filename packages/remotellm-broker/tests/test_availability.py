@@ -16,6 +16,7 @@ import pytest
 from broker_rig import Rig, assert_openai_error, running_broker, wait_for
 from connector_peer import fail_with, serve_json
 from remotellm_protocol import ErrorCode, GoAway
+from surface_scripts import ALL_ENDPOINTS
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
 ANSWER = b'{"id":"c1","object":"chat.completion","choices":[]}'
@@ -247,3 +248,30 @@ async def test_a_fresh_broker_answers_404_once_no_connector_brought_the_model(
         status, headers, body = await _post(rig, {**CHAT, "model": "never-served"})
         assert (status, body["error"]["code"]) == (404, "model_not_found")
         assert "Retry-After" not in headers
+
+
+async def test_a_down_llm_or_a_gone_connector_is_not_a_missing_endpoint(tmp_path: Path) -> None:
+    """/v1/messages and /v1/responses for a model whose LLM is down (or whose connector is
+    reconnecting) got a 400 unsupported_endpoint, an error Claude Code and Codex do not
+    retry, instead of the 503 + Retry-After that chat completions get."""
+    msg = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "x"}]}
+    async with running_broker(tmp_path, attach_wait_s=0.3, model_memory_s=60.0) as rig:
+        peer = await rig.peer(available=False, endpoints=ALL_ENDPOINTS)
+        for _ in range(2):  # the LLM down, then the connector gone
+            async with rig.http.post(rig.url + "/v1/messages", json=msg, headers=rig.auth) as r:
+                assert r.status == 503, await r.text()
+                assert int(r.headers["Retry-After"]) >= 1
+                assert (await r.json())["type"] == "error"
+            body = {"model": "m", "input": "x"}
+            async with rig.http.post(rig.url + "/v1/responses", json=body, headers=rig.auth) as r:
+                assert r.status == 503, await r.text()
+                assert_openai_error(await r.json(), "model_unavailable")
+            if peer is not None:
+                await peer.drop()
+                await wait_for(lambda: len(rig.state.registry) == 0)
+                peer = None
+        older = await rig.peer()  # a server without the Messages API still gets the 400
+        async with rig.http.post(rig.url + "/v1/messages", json=msg, headers=rig.auth) as r:
+            assert r.status == 400
+            assert "missing endpoint capability" in (await r.json())["error"]["message"]
+        await older.drop()

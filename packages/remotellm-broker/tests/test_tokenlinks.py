@@ -92,3 +92,26 @@ def test_forget_drops_bindings_of_deleted_tokens_without_links() -> None:
 def test_a_lease_never_shows_its_secret() -> None:
     lease = Lease("t", "rct-secret")
     assert "rct-secret" not in repr(lease)
+
+
+def test_a_check_probe_binds_nothing_so_run_may_follow_it() -> None:
+    """`remotellm-connector check` says hello as `<name>-check` with no models: before this,
+    a check run first bound the token to `gpu-check` and `run --name gpu` was refused."""
+    links = TokenLinks(max_links=8)
+    probe = links.lease("tok", "s")
+    assert probe is not None
+    assert links.bind(probe, "gpu-check", _nobody, probe=True) is None
+    real = links.lease("tok", "s")
+    assert real is not None
+    assert links.bind(real, "gpu", _nobody) is None
+    again = links.lease("tok", "s")
+    assert again is not None
+    assert links.bind(again, "gpu-check", _nobody, probe=True) is None
+    assert links.bind(again, "other-check", _nobody, probe=True) == (
+        "this connector token is bound to connector name 'gpu'"
+    )
+    thief = links.lease("mallory", "s")
+    assert thief is not None
+    assert links.bind(thief, "gpu", _nobody, probe=True) == (
+        "connector name 'gpu' is in use by another connector token"
+    )

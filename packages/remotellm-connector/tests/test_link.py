@@ -103,3 +103,18 @@ def test_other_failures_still_get_an_explanation(exc: Exception, words: Any) -> 
     problem, fix = explain_connect_error(exc)
     assert words in problem
     assert fix
+
+
+def test_a_refused_name_says_to_fix_the_name_not_the_url() -> None:
+    """A 4002 close said "fix: check --broker-url", which sends the owner the wrong way."""
+    from websockets.exceptions import ConnectionClosedError
+    from websockets.frames import Close
+
+    reason = "this connector token is bound to connector name 'gpu'"
+    exc = ConnectionClosedError(Close(4002, reason), Close(4002, reason), rcvd_then_sent=True)
+    problem, fix = explain_connect_error(exc)
+    assert reason in problem
+    assert "--name" in fix
+    assert "--broker-url" not in fix
+    revoked = ConnectionClosedError(Close(4003, "token revoked"), None)
+    assert "new one" in explain_connect_error(revoked)[1]

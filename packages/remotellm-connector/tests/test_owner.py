@@ -99,6 +99,10 @@ async def test_the_table_report_shows_the_owners_limits_and_reports_by_model(
     assert "gitlab:1" in out
     assert "Allowed: every user of the broker. Per user: 30 requests/min (burst 30)" in out
     assert "2 concurrent streams" in out
+    assert "None" not in out  # no --max-streams: the cap is derived at start, not "None"
+    assert "Whole connector: concurrent streams set at start from the LLM server" in out
+    code, out = cli("usage", "--data-dir", str(tmp_path), "--max-streams", "16")
+    assert "Whole connector: 16 concurrent streams." in out
     code, out = cli("usage", "--data-dir", str(tmp_path), "--by", "model", "--format", "csv")
     assert code == 0, out
     assert out.splitlines()[1].startswith("demo,1,0,0,")

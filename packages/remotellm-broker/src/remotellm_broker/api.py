@@ -226,11 +226,14 @@ async def _relay_held(
     ex.model = parsed.model
     endpoint = endpoint_for(request.path)
     # A model not known yet (a newly started broker waits for its connectors) is decided
-    # after the attach wait: 404, or served by a connector that offers the endpoint.
+    # after the attach wait: 404, or served by a connector that offers the endpoint. So is a
+    # model whose connectors are all gone for now, and one whose LLM server is down: a 503
+    # with Retry-After, never a 400 "unsupported" that a client would not retry.
+    serving = state.registry.serving(parsed.model) if endpoint is not None else ()
     if (
         endpoint is not None
-        and state.registry.known(parsed.model)
-        and not any(c.offers(parsed.model, endpoint) for c in state.registry.serving(parsed.model))
+        and serving
+        and not any(c.announces(parsed.model, endpoint) for c in serving)
     ):
         raise missing_endpoint(parsed.model, endpoint)
     only = None

@@ -63,6 +63,12 @@ class Connector:
             return False
         return endpoint is None or (info.endpoints is not None and endpoint in info.endpoints)
 
+    def announces(self, model: str, endpoint: str) -> bool:
+        """True when this connector announced ``model`` with ``endpoint``, whether or not
+        its LLM server answers now (a down server is not a missing endpoint)."""
+        info = self.models.get(model)
+        return info is not None and info.endpoints is not None and endpoint in info.endpoints
+
     @property
     def has_room(self) -> bool:
         """True when a new stream may be routed here now."""

@@ -31,7 +31,7 @@ from remotellm_broker.link import ConnectorLink
 from remotellm_broker.logs import get_logger
 from remotellm_broker.openai_errors import OpenAIError
 from remotellm_broker.state import BROKER, BrokerState
-from remotellm_broker.tokenlinks import Lease
+from remotellm_broker.tokenlinks import PROBE_SUFFIX, Lease
 from remotellm_protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     BrokerSession,
@@ -225,7 +225,8 @@ def _admit(state: BrokerState, lease: Lease, hello: Hello) -> RemoteProtocolErro
             "models announced too often: wait before reconnecting (model_announcements_per_minute)",
             CloseCode.POLICY_VIOLATION,
         )
-    problem = state.token_links.bind(lease, hello.name, state.token_owner)
+    probe = not hello.models and hello.name.endswith(PROBE_SUFFIX)
+    problem = state.token_links.bind(lease, hello.name, state.token_owner, probe=probe)
     if problem is not None:
         return RemoteProtocolError(problem, CloseCode.NAME_TAKEN)
     return None

@@ -9,7 +9,9 @@ presented, from the upgrade until the socket closes. The leases give three guara
   the broker process, and a name sticks to one token. A token that ``tokens create NAME``
   named ``NAME`` owns that connector name too, across restarts. So a link that presents
   another token's name is refused, and a reconnect replaces the old link (same name) only
-  when it presents the same token;
+  when it presents the same token. A ``remotellm-connector check`` probe (hello named
+  ``<name>-check``, no models) is let in by a token that is unbound or bound to ``<name>``,
+  and binds nothing, so checking before ``run`` does not lock the token to the probe's name;
 - **revocation**: ``revoke`` finds every lease whose token no longer authenticates and runs
   its ``on_revoke`` (which closes the socket and ends its streams).
 
@@ -21,7 +23,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Lease", "TokenLinks"]
+__all__ = ["PROBE_SUFFIX", "Lease", "TokenLinks"]
+
+#: What ``remotellm-connector check`` appends to the connector name it says hello with.
+PROBE_SUFFIX = "-check"
 
 
 @dataclass(eq=False)
@@ -70,10 +75,18 @@ class TokenLinks:
             if not held:
                 del self._leases[lease.token_name]
 
-    def bind(self, lease: Lease, connector: str, owner: Callable[[str], str | None]) -> str | None:
+    def bind(
+        self,
+        lease: Lease,
+        connector: str,
+        owner: Callable[[str], str | None],
+        *,
+        probe: bool = False,
+    ) -> str | None:
         """Attach ``lease`` under ``connector``; None if allowed, else why not.
 
-        ``owner(name)`` is the token that ``tokens create`` named ``name``, if any.
+        ``owner(name)`` is the token that ``tokens create`` named ``name``, if any. A
+        ``probe`` (the check's ``<name>-check`` hello) is allowed but binds nothing.
         """
         token = lease.token_name
         named_for = owner(connector)
@@ -83,6 +96,9 @@ class TokenLinks:
         if holder is not None and holder != token:
             return f"connector name {connector!r} is in use by another connector token"
         bound = self._name_of_token.get(token)
+        if probe and (bound is None or connector == f"{bound}{PROBE_SUFFIX}"):
+            lease.connector = connector
+            return None
         if bound is not None and bound != connector:
             return f"this connector token is bound to connector name {bound!r}"
         self._name_of_token[token] = connector

@@ -372,10 +372,24 @@ def explain_connect_error(exc: BaseException) -> tuple[str, str]:
         )
     if isinstance(exc, websockets.InvalidURI):
         return (f"not a WebSocket URL: {exc.uri}", "use wss://host or https://host")
+    if isinstance(exc, websockets.ConnectionClosed) and exc.rcvd is not None:
+        refused = _REFUSALS.get(exc.rcvd.code)
+        if refused is not None:
+            return (f"the broker refused this connector: {exc.rcvd.reason}", refused)
     for kind, problem, fix in _OS_ERRORS:
         if isinstance(exc, kind):
             return (problem.format(exc=exc), fix)
     return (f"{type(exc).__name__}: {exc}", "check --broker-url")
+
+
+#: How to fix the broker's refusals of a connector identity (close codes with a reason).
+_REFUSALS: Final[dict[int, str]] = {
+    CloseCode.NAME_TAKEN: (
+        "pass the --name this token is bound to (the reason names it), or ask the operator "
+        "for a token of your own"
+    ),
+    CloseCode.TOKEN_REVOKED: "the token was revoked: ask the operator for a new one",
+}
 
 
 _OS_ERRORS: Final = (

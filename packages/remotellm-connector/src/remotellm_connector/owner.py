@@ -119,10 +119,12 @@ def limits_line(settings: ConnectorSettings) -> str:
         rate = f"{s.user_rate_limit_rpm} requests/min (burst {burst})"
     streams = f"{s.user_max_streams} concurrent streams" if s.user_max_streams else "no stream cap"
     who = ", ".join(s.allowed_users) if s.allowed_users else "every user of the broker"
-    return (
-        f"Allowed: {who}. Per user: {rate}, {streams}. "
-        f"Whole connector: {s.max_streams} concurrent streams."
+    whole = (
+        f"{s.max_streams} concurrent streams"
+        if s.max_streams
+        else "concurrent streams set at start from the LLM server (2 x llama.cpp's slots, else 256)"
     )
+    return f"Allowed: {who}. Per user: {rate}, {streams}. Whole connector: {whole}."
 
 
 def _cell(value: object) -> str:
