@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,20 @@ async def wait_models(relay: Relay, expected: set[str], within: float = 10.0) ->
             return await available_models(client) == expected
 
         await wait_for_async(listed, within, what=f"the broker to list {sorted(expected)}")
+
+
+@asynccontextmanager
+async def relay_to(
+    broker: BrokerHandle, base_url: str, model: str, user: str
+) -> AsyncIterator[Relay]:
+    """A connector in this process relaying ``broker`` to the LLM server at ``base_url``, and a
+    key for a new ``user``; ready once ``model`` is listed."""
+    key = broker.add_user(user)
+    token = broker.connector_token()
+    async with inprocess_connector(broker.relay_url, token, base_url) as connector:
+        relay = Relay(broker, connector, key, base_url)
+        await wait_models(relay, {model})
+        yield relay
 
 
 @pytest.fixture

@@ -6,31 +6,17 @@ from what changes per response (ids, timestamps, timings, cache counters). Greed
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
-from conftest import Relay, wait_models
+from conftest import Relay, relay_to
 from harness.sse import post_raw
-from harness.stack import BrokerHandle, inprocess_connector
-from llama import LlamaServer, start_llama_server
+from harness.stack import BrokerHandle
+from llama import LlamaServer, normalized, start_llama_server
 
 pytestmark = [pytest.mark.llama, pytest.mark.clients]
-
-_PER_RESPONSE = [
-    (re.compile(rb'"(id|item_id|call_id)":"[^"]*"'), rb'"\1":"X"'),
-    (re.compile(rb'"(created|created_at|completed_at)":\d+'), rb'"\1":0'),
-    (re.compile(rb'"timings":\{[^}]*\}'), b'"timings":{}'),
-    (re.compile(rb'"(cached_tokens|cache_read_input_tokens)":\d+'), rb'"\1":0'),
-]
-
-
-def normalized(body: bytes) -> bytes:
-    for pattern, replacement in _PER_RESPONSE:
-        body = pattern.sub(replacement, body)
-    return body
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +27,8 @@ def llama_server() -> Iterator[LlamaServer]:
 
 @pytest.fixture
 async def llama_relay(broker: BrokerHandle, llama_server: LlamaServer) -> AsyncIterator[Relay]:
-    key = broker.add_user("bytes-user")
-    async with inprocess_connector(
-        broker.relay_url, broker.connector_token(), llama_server.base_url
-    ) as connector:
-        relay = Relay(broker, connector, key, llama_server.base_url)
-        await wait_models(relay, {llama_server.model})
+    server = llama_server
+    async with relay_to(broker, server.base_url, server.model, "bytes-user") as relay:
         yield relay
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -18,26 +17,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import Relay, wait_models
+from conftest import Relay, relay_to
 from harness.node import run_cline
 from harness.sse import RawResponse, post_raw
-from harness.stack import BrokerHandle, inprocess_connector
-from llama import LlamaServer, start_llama_server
+from harness.stack import BrokerHandle
+from llama import LlamaServer, normalized, start_llama_server
 
 pytestmark = pytest.mark.llama
-
-_PER_RESPONSE = [
-    (re.compile(rb'"id":"[^"]*"'), b'"id":"X"'),
-    (re.compile(rb'"created":\d+'), b'"created":0'),
-    (re.compile(rb'"timings":\{[^}]*\}'), b'"timings":{}'),
-    (re.compile(rb'"cached_tokens":\d+'), b'"cached_tokens":0'),
-]
-
-
-def normalized(body: bytes) -> bytes:
-    for pattern, replacement in _PER_RESPONSE:
-        body = pattern.sub(replacement, body)
-    return body
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +34,8 @@ def llama_server() -> Iterator[LlamaServer]:
 
 @pytest.fixture
 async def llama_relay(broker: BrokerHandle, llama_server: LlamaServer) -> AsyncIterator[Relay]:
-    key = broker.add_user("llama-user")
-    async with inprocess_connector(
-        broker.relay_url, broker.connector_token(), llama_server.base_url
-    ) as connector:
-        relay = Relay(broker, connector, key, llama_server.base_url)
-        await wait_models(relay, {llama_server.model})
+    server = llama_server
+    async with relay_to(broker, server.base_url, server.model, "llama-user") as relay:
         yield relay
 
 

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Iterator
 import anthropic
 import pytest
 
-from conftest import Relay, wait_models
-from harness.stack import BrokerHandle, inprocess_connector
+from conftest import Relay, relay_to
+from harness.stack import BrokerHandle
 from llama import LlamaServer, start_llama_server
 
 pytestmark = pytest.mark.llama
@@ -37,12 +37,8 @@ def llama_server() -> Iterator[LlamaServer]:
 
 @pytest.fixture
 async def llama_relay(broker: BrokerHandle, llama_server: LlamaServer) -> AsyncIterator[Relay]:
-    key = broker.add_user("surfaces-user")
-    async with inprocess_connector(
-        broker.relay_url, broker.connector_token(), llama_server.base_url
-    ) as connector:
-        relay = Relay(broker, connector, key, llama_server.base_url)
-        await wait_models(relay, {llama_server.model})
+    server = llama_server
+    async with relay_to(broker, server.base_url, server.model, "surfaces-user") as relay:
         yield relay
 
 

@@ -3,6 +3,7 @@
 See README.md in this folder. Stdlib only, so importing it costs nothing.
 """
 
+from .compare import normalized
 from .server import LlamaServer, LlamaServerError, start_llama_server
 
-__all__ = ["LlamaServer", "LlamaServerError", "start_llama_server"]
+__all__ = ["LlamaServer", "LlamaServerError", "normalized", "start_llama_server"]
