@@ -16,11 +16,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-import structlog
 from aiohttp import web
 
 from broker_rig import running_broker
 from connector_peer import serve_sse
+from logcapture import restored_logging
 from remotellm_broker.logs import REDACTED, configure_logging, get_logger, redact_text
 
 PROMPT = "the prompt of a user, never logged"
@@ -55,25 +55,13 @@ class Captured:
 
 @pytest.fixture
 def logs() -> Iterator[Captured]:
-    saved_config = structlog.get_config()
-    was_configured = structlog.is_configured()
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
     access = logging.getLogger("aiohttp.access")
     saved_access = access.level
-    captured = Captured()
-    captured.configure()
-    yield captured
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved_handlers:
-        root.addHandler(handler)
-    root.setLevel(saved_level)
+    with restored_logging():
+        captured = Captured()
+        captured.configure()
+        yield captured
     access.setLevel(saved_access)
-    if was_configured:
-        structlog.configure(**saved_config)
-    else:
-        structlog.reset_defaults()
 
 
 async def send_raw(url: str, raw: bytes) -> bytes:

@@ -5,37 +5,12 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
-import structlog
 
 from broker_rig import running_broker
 from connector_peer import serve_sse
-from remotellm_broker.logs import configure_logging
 
 PROMPT = "my secret prompt text"
-
-
-@pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    saved_config = structlog.get_config()
-    was_configured = structlog.is_configured()
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    buf = io.StringIO()
-    configure_logging("json", "info", stream=buf)
-    yield buf
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved_handlers:
-        root.addHandler(handler)
-    root.setLevel(saved_level)
-    if was_configured:
-        structlog.configure(**saved_config)
-    else:
-        structlog.reset_defaults()
 
 
 async def test_one_json_line_per_request_without_secrets(

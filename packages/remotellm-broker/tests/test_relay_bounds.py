@@ -9,45 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from broker_rig import Rig, running_broker, wait_for
 from hostile_connector import HostileConnector, head, hello
+from logcapture import records
 from remotellm_broker.announce import MAX_MODEL_ID, MAX_REPORTED_TOKENS
-from remotellm_broker.logs import configure_logging
 from remotellm_protocol import CloseCode, Data, End, Usage
-
-
-@pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    """The broker's log lines, as JSON."""
-    saved_config = structlog.get_config()
-    was_configured = structlog.is_configured()
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    buf = io.StringIO()
-    configure_logging("json", "info", stream=buf)
-    yield buf
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved_handlers:
-        root.addHandler(handler)
-    root.setLevel(saved_level)
-    if was_configured:
-        structlog.configure(**saved_config)
-    else:
-        structlog.reset_defaults()
-
-
-def _records(buf: io.StringIO, event: str) -> list[dict[str, object]]:
-    lines = [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
-    return [r for r in lines if r.get("event") == event]
 
 
 async def _models(rig: Rig) -> list[str]:
@@ -70,7 +40,7 @@ async def test_a_connector_announces_at_most_max_models_per_connector(
             await evil.send_raw({"t": "models", "models": [{"id": f"x{i}"} for i in range(999)]})
             await wait_for(lambda: "x0" in {m.id for m in rig.state.registry.models()})
             assert await _models(rig) == [f"x{i}" for i in range(5)]
-    dropped = _records(captured, "connector_models_dropped")
+    dropped = records(captured, "connector_models_dropped")
     assert [(r["announced"], r["over_limit"]) for r in dropped] == [(40, 35), (999, 994)]
 
 
@@ -116,7 +86,7 @@ async def test_models_frames_beyond_the_rate_close_the_link_and_reconnects_share
             assert await again.connect(hello("flood")) is None
             assert again.close_code == CloseCode.POLICY_VIOLATION
         assert "flood" not in {c.name for c in rig.state.registry}
-    assert _records(captured, "connector_protocol_error")
+    assert records(captured, "connector_protocol_error")
 
 
 @pytest.mark.parametrize(
@@ -155,14 +125,14 @@ async def test_bad_reported_usage_is_dropped_and_the_request_is_still_logged_and
                 assert resp.status == 200
                 assert await resp.read() == b'{"choices":[]}'
             await attacker
-            await wait_for(lambda: _records(captured, "request"))
+            await wait_for(lambda: records(captured, "request"))
             async with rig.http.get(rig.health_url + "/metrics") as metrics:
                 exposition = await metrics.text()
-    [line] = [r for r in _records(captured, "request") if r["request_id"] == "usage-liar-1"]
+    [line] = [r for r in records(captured, "request") if r["request_id"] == "usage-liar-1"]
     assert line["status"] == 200
     assert line["prompt_tokens"] is None
     assert line["completion_tokens"] is None
-    [warning] = _records(captured, "connector_usage_dropped")
+    [warning] = records(captured, "connector_usage_dropped")
     assert warning["connector"] == "liar"
     assert warning["request_id"] == "usage-liar-1"
     assert 'remotellm_broker_requests_total{model="m",status="200"} 1.0' in exposition
@@ -189,6 +159,6 @@ async def test_plausible_usage_is_kept(tmp_path: Path, captured: io.StringIO) ->
             ) as resp:
                 await resp.read()
             await attacker
-    [line] = _records(captured, "request")
+    [line] = records(captured, "request")
     assert (line["prompt_tokens"], line["completion_tokens"]) == (0, 12)
-    assert not _records(captured, "connector_usage_dropped")
+    assert not records(captured, "connector_usage_dropped")
